@@ -1,0 +1,62 @@
+# Foundations of Large Models: the commands the README documents.
+#
+#   make book       create .venv, install everything, build the site (_build/html)
+#   make test       the same install, build the site, then run every test and
+#                   execute every notebook (nbval) and open the site in Chromium
+#   make lab        JupyterLab on the notebooks
+#   make notebooks  re-execute every notebook in place, top to bottom: the one
+#                   way stored outputs are produced
+#
+# PYTHON picks the interpreter that creates the virtual environment (3.10-3.13).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install book test browser lab notebooks clean
+
+help:
+	@sed -n '2,11p' Makefile
+
+# Installs torch and torchvision together, unpinned, so pip picks a pair that
+# works on this platform (CUDA on Linux x86_64, CPU elsewhere, MPS on Apple).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,test,lab]"
+	@touch $@
+
+install: $(STAMP)
+
+# Strict build: any warning fails it. Notebooks are rendered from their stored
+# outputs (execute_notebooks: off), so this takes about a minute.
+book: $(STAMP)
+	$(BIN)/jupyter-book build -W -n --keep-going .
+
+# The browser test needs Chromium. Install Debian's package where we can (root
+# with apt); otherwise the test skips and says how to install it.
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+	  echo "Chromium found: /usr/bin/chromium"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing Chromium with apt-get (Debian package 'chromium')"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "Chromium not found and not installable here (needs root and apt-get);"; \
+	  echo "the browser test will skip. Install it with: sudo apt-get install chromium"; \
+	fi
+
+test: book browser
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+notebooks: $(STAMP)
+	$(BIN)/python tools/run_notebooks.py
+
+clean:
+	rm -rf _build
