@@ -1,0 +1,16 @@
+"""Shared pytest configuration."""
+
+import pytest
+import torch
+
+# Fixture notebooks exist to be faulty: the hygiene test reads them, nbval must not run them.
+collect_ignore_glob = ["fixtures/*"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs an NVIDIA GPU (CUDA is not available here)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
