@@ -1,0 +1,366 @@
+"""Attention: scaled dot-product attention, masks and multi-head attention.
+
+Taught in chapter 4, sections 4.1 (scaled dot-product attention and masks) and
+4.2 (multi-head attention). Every function here is written from the formula;
+the tests check each one against PyTorch's own implementation.
+
+Shapes use one notation: B batch, T (Tq, Tk) sequence length, C model width
+(``d_model``), nh number of heads, hs head size (``C // nh``).
+
+Two kinds of boolean mask, with PyTorch's meaning of True in each:
+
+* an **attention mask** ``attn_mask`` says which keys a query *may* attend to:
+  True = attend (as in ``F.scaled_dot_product_attention``). Shape (Tq, Tk) or
+  anything that broadcasts to (B, nh, Tq, Tk).
+* a **padding mask** ``key_padding_mask`` marks the padding tokens of each
+  sequence: True = padding, ignore this key (as in ``nn.MultiheadAttention``).
+  Shape (B, Tk). :func:`padding_mask` builds one from sequence lengths.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "causal_mask",
+    "padding_mask",
+    "attention_weights",
+    "scaled_dot_product_attention",
+    "MultiHeadAttention",
+    "attention_cost",
+]
+
+
+# ---------------------------------------------------------------------------
+# Masks
+
+
+def causal_mask(size: int, key_size: int | None = None, device=None) -> torch.Tensor:
+    """The causal (look-ahead) attention mask: query t may attend to keys 0..t.
+
+    Returns a boolean (size, key_size) tensor, True on and below the diagonal,
+    i.e. True = may attend. ``key_size`` defaults to ``size``; when it differs
+    the mask is aligned at the top left, as ``F.scaled_dot_product_attention(is_causal=True)``
+    does. Chapter 4, section 4.1 (masks).
+    """
+    key_size = size if key_size is None else key_size
+    return torch.ones(size, key_size, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(lengths, max_len: int | None = None) -> torch.Tensor:
+    """A key padding mask from sequence lengths: True where a position is padding.
+
+    ``lengths`` holds the true length of each sequence of a padded batch; the
+    result has shape (B, max_len), row b is False for the first ``lengths[b]``
+    positions and True after them. Chapter 4, section 4.1 (masks).
+    """
+    lengths = torch.as_tensor(lengths)
+    if lengths.dim() != 1:
+        raise ValueError(f"expected lengths of shape (B,), got shape {tuple(lengths.shape)}")
+    max_len = int(lengths.max()) if max_len is None else max_len
+    if int(lengths.max()) > max_len:
+        raise ValueError(f"expected lengths of at most max_len={max_len}, got a length of {int(lengths.max())}")
+    positions = torch.arange(max_len, device=lengths.device)  # (T,)
+    return positions[None, :] >= lengths[:, None]  # (B, T)
+
+
+def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if t.dim() < 2:
+            raise ValueError(
+                f"expected {name} of shape (..., T, d) with at least 2 dimensions, got shape {tuple(t.shape)}"
+            )
+    if query.size(-1) != key.size(-1):
+        raise ValueError(
+            f"expected query and key with the same last dimension d_k, got query {tuple(query.shape)} "
+            f"and key {tuple(key.shape)}"
+        )
+    if key.size(-2) != value.size(-2):
+        raise ValueError(
+            f"expected key and value with the same length Tk, got key {tuple(key.shape)} and value {tuple(value.shape)}"
+        )
+
+
+def _check_attn_mask(attn_mask: torch.Tensor, scores_shape: torch.Size) -> None:
+    if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype != torch.bool:
+        got = attn_mask.dtype if isinstance(attn_mask, torch.Tensor) else type(attn_mask).__name__
+        raise ValueError(f"expected attn_mask of dtype torch.bool (True = may attend), got {got}")
+    try:
+        ok = torch.broadcast_shapes(attn_mask.shape, scores_shape) == scores_shape
+    except RuntimeError:
+        ok = False
+    if not ok:
+        Tq, Tk = scores_shape[-2:]
+        raise ValueError(
+            f"expected attn_mask of shape ({Tq}, {Tk}) or one that broadcasts to the scores' shape "
+            f"{tuple(scores_shape)}, got shape {tuple(attn_mask.shape)}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Scaled dot-product attention
+
+
+def attention_weights(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """The attention weights softmax(Q K^T / sqrt(d_k)), each row summing to 1.
+
+    ``query`` (..., Tq, d_k) and ``key`` (..., Tk, d_k) give weights (..., Tq, Tk).
+    Masked keys (``attn_mask`` False, or later positions when ``is_causal``)
+    get weight 0. A query that may attend to no key at all gets a row of zeros
+    rather than NaN, as in ``F.scaled_dot_product_attention``.
+    Chapter 4, section 4.1 (scaled dot-product attention).
+    """
+    if query.size(-1) != key.size(-1):
+        raise ValueError(
+            f"expected query and key with the same last dimension d_k, got query {tuple(query.shape)} "
+            f"and key {tuple(key.shape)}"
+        )
+    d_k = query.size(-1)
+    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., Tq, Tk)
+    allowed = None
+    if attn_mask is not None:
+        _check_attn_mask(attn_mask, scores.shape)
+        allowed = attn_mask
+    if is_causal:
+        causal = causal_mask(scores.size(-2), scores.size(-1), device=scores.device)  # (Tq, Tk)
+        allowed = causal if allowed is None else allowed & causal
+    if allowed is None:
+        return torch.softmax(scores, dim=-1)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # a row of only -inf gives NaN here ...
+    return weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # ... which we set to 0
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, written from the formula.
+
+    ``query`` (..., Tq, d_k), ``key`` (..., Tk, d_k) and ``value`` (..., Tk, d_v)
+    give (..., Tq, d_v): each output row is a weighted average of the value rows.
+    ``attn_mask`` is boolean, True = may attend, broadcasting to (..., Tq, Tk);
+    ``is_causal`` adds the look-ahead mask. Same arguments and result as
+    ``F.scaled_dot_product_attention`` (the fused version the GPT uses).
+    Chapter 4, section 4.1 (scaled dot-product attention).
+    """
+    _check_qkv(query, key, value)
+    weights = attention_weights(query, key, attn_mask=attn_mask, is_causal=is_causal)  # (..., Tq, Tk)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ value  # (..., Tq, d_v)
+
+
+# ---------------------------------------------------------------------------
+# Multi-head attention
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h heads' projections W_i^Q are stored side by side in one (C, C) linear
+    layer ``w_q`` (likewise ``w_k``, ``w_v``), so each head works in a
+    ``head_size = d_model // num_heads`` dimensional subspace. Inputs and output
+    are batch-first (B, T, C). ``key_padding_mask`` (B, Tk) is True at padding
+    keys; ``attn_mask`` (Tq, Tk) or (B, nh, Tq, Tk) is True where attention is
+    allowed (see the module docstring). Set ``fused=True`` to compute the
+    attention with ``F.scaled_dot_product_attention`` instead of the
+    from-scratch function. :meth:`load_from_torch` copies the weights of an
+    ``nn.MultiheadAttention``. Chapter 4, section 4.2 (multi-head attention).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = False):
+        super().__init__()
+        if d_model % num_heads != 0:
+            raise ValueError(
+                f"expected d_model divisible by num_heads, got d_model={d_model} and num_heads={num_heads} "
+                f"({d_model} / {num_heads} = {d_model / num_heads:.2f} is not a whole head size)"
+            )
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.head_size = d_model // num_heads
+        self.dropout = dropout
+        self.fused = fused
+        self.w_q = nn.Linear(d_model, d_model, bias=bias)
+        self.w_k = nn.Linear(d_model, d_model, bias=bias)
+        self.w_v = nn.Linear(d_model, d_model, bias=bias)
+        self.w_o = nn.Linear(d_model, d_model, bias=bias)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor | None = None) -> None:
+        named = [("query", query), ("key", key)] + ([("value", value)] if value is not None else [])
+        for name, t in named:
+            if t.dim() != 3 or t.size(-1) != self.d_model:
+                raise ValueError(
+                    f"expected {name} of shape (B, T, {self.d_model}) (batch first, d_model={self.d_model}), "
+                    f"got shape {tuple(t.shape)}"
+                )
+        if key.size(0) != query.size(0) or (value is not None and key.shape != value.shape):
+            raise ValueError(
+                f"expected key and value of the same shape ({query.size(0)}, Tk, {self.d_model}), "
+                f"got key {tuple(key.shape)} and value {tuple(value.shape if value is not None else key.shape)}"
+            )
+
+    def _combined_mask(self, B: int, Tq: int, Tk: int, key_padding_mask, attn_mask) -> torch.Tensor | None:
+        """One boolean mask (True = may attend) broadcasting to (B, nh, Tq, Tk), or None."""
+        mask = None
+        if key_padding_mask is not None:
+            if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (B, Tk):
+                raise ValueError(
+                    f"expected key_padding_mask of shape ({B}, {Tk}) and dtype torch.bool (True = padding), "
+                    f"got shape {tuple(key_padding_mask.shape)} and dtype {key_padding_mask.dtype}"
+                )
+            mask = ~key_padding_mask[:, None, None, :]  # (B, 1, 1, Tk)
+        if attn_mask is not None:
+            _check_attn_mask(attn_mask, torch.Size((B, self.num_heads, Tq, Tk)))
+            mask = attn_mask if mask is None else mask & attn_mask
+        return mask
+
+    def attention_weights(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """The weights (B, nh, Tq, Tk) of every head, e.g. to plot them. Chapter 4, section 4.2."""
+        self._check_inputs(query, key)
+        mask = self._combined_mask(query.size(0), query.size(1), key.size(1), key_padding_mask, attn_mask)
+        q = self._split_heads(self.w_q(query))  # (B, nh, Tq, hs)
+        k = self._split_heads(self.w_k(key))  # (B, nh, Tk, hs)
+        return attention_weights(q, k, attn_mask=mask, is_causal=is_causal)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        self._check_inputs(query, key, value)
+        B, Tq, C = query.shape
+        Tk = key.size(1)
+        mask = self._combined_mask(B, Tq, Tk, key_padding_mask, attn_mask)  # True = may attend
+
+        q = self._split_heads(self.w_q(query))  # (B, nh, Tq, hs)
+        k = self._split_heads(self.w_k(key))  # (B, nh, Tk, hs)
+        v = self._split_heads(self.w_v(value))  # (B, nh, Tk, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if self.fused:
+            if is_causal and mask is not None:  # the fused call takes a mask or is_causal, not both
+                mask, is_causal = mask & causal_mask(Tq, Tk, device=q.device), False
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        else:
+            y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, C)  # (B, Tq, C): the heads concatenated
+        return self.w_o(y)
+
+    @torch.no_grad()
+    def load_from_torch(self, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        """Copy the weights of a batch-first ``nn.MultiheadAttention`` into this module.
+
+        PyTorch stores W^Q, W^K, W^V stacked in one (3C, C) ``in_proj_weight``;
+        we split it in three. Chapter 4, section 4.2 (checking against PyTorch).
+        """
+        if mha.embed_dim != self.d_model or mha.num_heads != self.num_heads:
+            raise ValueError(
+                f"expected nn.MultiheadAttention with embed_dim={self.d_model} and num_heads={self.num_heads}, "
+                f"got embed_dim={mha.embed_dim} and num_heads={mha.num_heads}"
+            )
+        if mha.in_proj_weight is None:
+            raise ValueError("expected nn.MultiheadAttention with kdim == vdim == embed_dim (one in_proj_weight)")
+        for ours, w in zip((self.w_q, self.w_k, self.w_v), mha.in_proj_weight.chunk(3)):
+            ours.weight.copy_(w)
+        if mha.in_proj_bias is not None:
+            for ours, b in zip((self.w_q, self.w_k, self.w_v), mha.in_proj_bias.chunk(3)):
+                ours.bias.copy_(b)
+        self.w_o.weight.copy_(mha.out_proj.weight)
+        if mha.out_proj.bias is not None:
+            self.w_o.bias.copy_(mha.out_proj.bias)
+        return self
+
+
+# ---------------------------------------------------------------------------
+# Cost of attention
+
+
+def attention_cost(
+    seq_lens=(128, 256, 512, 1024),
+    batch_size: int = 1,
+    num_heads: int = 4,
+    head_size: int = 64,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 3,
+) -> list[dict]:
+    """Time (and, on CUDA, peak memory) of from-scratch vs fused attention against sequence length.
+
+    For each T in ``seq_lens`` runs causal attention on random (B, nh, T, hs)
+    tensors with :func:`scaled_dot_product_attention` (which builds the full
+    (B, nh, T, T) weight matrix) and with ``F.scaled_dot_product_attention``
+    (which can use a fused kernel that never stores it). Returns one dict per
+    (T, implementation) with keys ``seq_len``, ``impl`` ("from scratch" or
+    "fused"), ``ms`` (best of ``repeats``), ``peak_mib`` (measured on CUDA,
+    None elsewhere) and ``weights_mib`` (for the from-scratch rows, the size of
+    the (B, nh, T, T) weight matrix it materialises; None for the fused rows).
+    On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
+    steadier times. Chapter 4, section 4.1 (the cost of attention).
+    """
+    from bigmodel_lib.devices import get_device
+
+    dev = get_device(device)
+    element_size = torch.empty((), dtype=dtype).element_size()
+    implementations = {
+        "from scratch": lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True),
+        "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }
+    rows = []
+    for T in seq_lens:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(batch_size, num_heads, T, head_size, generator=gen).to(dev, dtype) for _ in range(3))
+        for impl, attend in implementations.items():
+            with torch.no_grad():
+                attend(q, k, v)  # warm-up: kernel selection, caches
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                    torch.cuda.reset_peak_memory_stats(dev)
+                    base = torch.cuda.memory_allocated(dev)
+                best = float("inf")
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    attend(q, k, v)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    best = min(best, time.perf_counter() - start)
+            peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else None
+            weights_mib = batch_size * num_heads * T * T * element_size / 2**20  # the (B, nh, T, T) matrix
+            rows.append(
+                {
+                    "seq_len": T,
+                    "impl": impl,
+                    "ms": best * 1e3,
+                    "peak_mib": peak,
+                    "weights_mib": weights_mib if impl == "from scratch" else None,
+                }
+            )
+    return rows

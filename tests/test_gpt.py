@@ -1,0 +1,263 @@
+"""Tests for bigmodel_lib.models.gpt (chapter 4, section 4.6): the nanoGPT layout,
+fused vs from-scratch attention, causality, sampling, bf16 autocast,
+torch.compile, a short training run and errors on bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+
+import pytest
+import torch
+import torch._dynamo
+from torch.testing import assert_close
+
+from bigmodel_lib.models.gpt import GPT, GPTConfig
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models spend their time on per-operation overhead: one thread is
+    # faster than two, and does not fight other processes for the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(**overrides) -> GPTConfig:
+    return dataclasses.replace(GPTConfig(block_size=16, vocab_size=11, n_layer=2, n_head=2, n_embd=16), **overrides)
+
+
+def test_default_config_is_small():
+    c = GPTConfig()
+    assert (c.n_layer, c.n_head, c.n_embd, c.block_size) == (4, 4, 128, 64)
+    assert c.fused_attention
+
+
+def test_layer_names_and_shapes_follow_nanogpt():
+    c = tiny(n_layer=1)
+    C, V, T = c.n_embd, c.vocab_size, c.block_size
+    expected = {
+        "transformer.wte.weight": (V, C),
+        "transformer.wpe.weight": (T, C),
+        "transformer.h.0.ln_1.weight": (C,),
+        "transformer.h.0.ln_1.bias": (C,),
+        "transformer.h.0.attn.c_attn.weight": (3 * C, C),
+        "transformer.h.0.attn.c_attn.bias": (3 * C,),
+        "transformer.h.0.attn.c_proj.weight": (C, C),
+        "transformer.h.0.attn.c_proj.bias": (C,),
+        "transformer.h.0.ln_2.weight": (C,),
+        "transformer.h.0.ln_2.bias": (C,),
+        "transformer.h.0.mlp.c_fc.weight": (4 * C, C),
+        "transformer.h.0.mlp.c_fc.bias": (4 * C,),
+        "transformer.h.0.mlp.c_proj.weight": (C, 4 * C),
+        "transformer.h.0.mlp.c_proj.bias": (C,),
+        "transformer.ln_f.weight": (C,),
+        "transformer.ln_f.bias": (C,),
+        "lm_head.weight": (V, C),
+    }
+    source = GPT(c)
+    assert {name: tuple(t.shape) for name, t in source.state_dict().items()} == expected
+    # A state-dict copy is all it takes to move weights between models of the same shape.
+    other = GPT(c)
+    idx = torch.randint(0, V, (2, 5))
+    assert not torch.allclose(other(idx)[0], source(idx)[0])  # different random weights
+    other.load_state_dict(source.state_dict())
+    assert_close(other(idx)[0], source(idx)[0])
+
+
+def test_weight_tying_and_parameter_count():
+    c = tiny(bias=True)
+    model = GPT(c)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    C, V, T, L = c.n_embd, c.vocab_size, c.block_size, c.n_layer
+    per_block = 12 * C * C + 13 * C  # ln_1, c_attn, c_proj, ln_2, c_fc, c_proj
+    assert model.num_parameters() == V * C + T * C + L * per_block + 2 * C  # token table counted once
+    assert model.num_parameters(non_embedding=True) == model.num_parameters() - T * C
+    assert model.flops_per_token() == 6 * model.num_parameters(non_embedding=True) + 12 * L * C * T
+    assert GPT(tiny(bias=False)).num_parameters() == V * C + T * C + L * (12 * C * C + 2 * C) + C  # no biases
+
+
+def test_initial_loss_is_close_to_uniform_guessing():
+    torch.manual_seed(0)
+    c = tiny()
+    idx, targets = torch.randint(0, c.vocab_size, (2, 4, 16))
+    _, loss = GPT(c)(idx, targets=targets)
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(11.0)).item(), abs=0.1)
+
+
+def test_fused_attention_matches_from_scratch_attention():
+    torch.manual_seed(0)
+    fused = GPT(tiny(fused_attention=True))
+    scratch = GPT(tiny(fused_attention=False))
+    scratch.load_state_dict(fused.state_dict())
+    idx = torch.randint(0, 11, (3, 16))
+    logits_fused, loss_fused = fused(idx, targets=idx)
+    logits_scratch, loss_scratch = scratch(idx, targets=idx)
+    assert_close(logits_fused, logits_scratch)
+    loss_fused.backward()
+    loss_scratch.backward()
+    assert_close(fused.transformer.h[0].attn.c_attn.weight.grad, scratch.transformer.h[0].attn.c_attn.weight.grad)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gpt_never_looks_ahead(fused):
+    torch.manual_seed(0)
+    model = GPT(tiny(fused_attention=fused)).eval()
+    idx = torch.randint(0, 11, (2, 12))
+    logits, _ = model(idx)
+    for t in range(11):
+        changed = idx.clone()
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 1) % 11  # change every token after t
+        logits_changed, _ = model(changed)
+        assert_close(logits_changed[:, : t + 1], logits[:, : t + 1])
+        assert not torch.allclose(logits_changed[:, t + 1], logits[:, t + 1])
+
+
+def test_generate_shapes_greedy_and_top_k():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    model.train()
+    idx = torch.randint(0, 11, (2, 3))
+    out = model.generate(idx, max_new_tokens=20, temperature=0.0)  # past block_size: the context is cropped
+    assert out.shape == (2, 23) and torch.equal(out[:, :3], idx)
+    assert model.training  # generate switched to eval mode and back
+    # Greedy by hand: append the argmax of the last position, one token at a time.
+    expected = idx
+    with torch.no_grad():
+        for _ in range(5):
+            logits, _ = model.eval()(expected[:, -16:])
+            expected = torch.cat([expected, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out[:, :8], expected)
+    assert torch.equal(model.generate(idx, 5, temperature=1.0, top_k=1), expected)  # top-1 sampling is greedy
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    sample = model.generate(idx, 10, temperature=1.5, top_k=4, generator=g1)
+    assert torch.equal(sample, model.generate(idx, 10, temperature=1.5, top_k=4, generator=g2))
+
+
+def test_top_k_keeps_only_the_k_most_likely_tokens():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 11, (1, 4))
+    logits, _ = model(idx)
+    allowed = set(logits[0, -1].topk(3).indices.tolist())
+    generator = torch.Generator().manual_seed(0)
+    firsts = {model.generate(idx, 1, temperature=5.0, top_k=3, generator=generator)[0, -1].item() for _ in range(60)}
+    assert firsts <= allowed and len(firsts) > 1
+
+
+def test_training_learns_a_repeating_pattern():
+    torch.manual_seed(0)
+    model = GPT(tiny(vocab_size=5))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    pattern = torch.arange(5).repeat(8)  # 0 1 2 3 4 0 1 2 ...
+    losses = []
+    for _ in range(60):
+        starts = torch.randint(0, 5, (16,))
+        batch = torch.stack([pattern[s : s + 17] for s in starts.tolist()])  # (16, 17)
+        _, loss = model(batch[:, :-1], targets=batch[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+    assert model.generate(torch.tensor([[2, 3]]), 8, temperature=0.0).tolist() == [[2, 3, 4, 0, 1, 2, 3, 4, 0, 1]]
+
+
+def test_bf16_autocast_gives_nearly_the_fp32_loss():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 11, (2, 16))
+    _, loss_fp32 = model(idx, targets=idx)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        logits, loss_bf16 = model(idx, targets=idx)
+    assert logits.dtype == torch.bfloat16
+    assert loss_bf16.dtype == torch.float32  # the loss is computed in fp32
+    assert loss_bf16.item() == pytest.approx(loss_fp32.item(), rel=2e-2)
+    loss_bf16.backward()
+    assert torch.isfinite(model.transformer.wte.weight.grad).all()
+
+
+@pytest.mark.skipif(
+    not torch._dynamo.is_dynamo_supported(), reason="torch.compile does not support this Python/torch pair"
+)
+def test_torch_compile_captures_the_whole_model_in_one_graph():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=1)).eval()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)  # fullgraph: fail on any graph break
+    idx = torch.randint(0, 11, (2, 8))
+    assert_close(compiled(idx)[0], model(idx)[0])
+
+
+# ---------------------------------------------------------------------------
+# The benchmark (benchmarks/bench_gpt.py)
+
+
+def _load_benchmark():
+    path = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "bench_gpt.py"
+    spec = importlib.util.spec_from_file_location("bench_gpt", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_baseline_computes_the_same_function():
+    """The benchmark compares like with like: with the library GPT's weights, the baseline gives the same logits."""
+    bench = _load_benchmark()
+    torch.manual_seed(0)
+    c = tiny()
+    ours, baseline = GPT(c).eval(), bench.BaselineGPT(c).eval()
+    with torch.no_grad():
+        baseline.wte.weight.copy_(ours.transformer.wte.weight)  # also the tied lm_head
+        baseline.wpe.weight.copy_(ours.transformer.wpe.weight)
+        for layer, block in zip(baseline.encoder.layers, ours.transformer.h):
+            layer.self_attn.in_proj_weight.copy_(block.attn.c_attn.weight)
+            layer.self_attn.in_proj_bias.copy_(block.attn.c_attn.bias)
+            layer.self_attn.out_proj.load_state_dict(block.attn.c_proj.state_dict())
+            layer.linear1.load_state_dict(block.mlp.c_fc.state_dict())
+            layer.linear2.load_state_dict(block.mlp.c_proj.state_dict())
+            layer.norm1.load_state_dict(block.ln_1.state_dict())
+            layer.norm2.load_state_dict(block.ln_2.state_dict())
+        baseline.ln_f.load_state_dict(ours.transformer.ln_f.state_dict())
+    idx = torch.randint(0, c.vocab_size, (2, 16))
+    assert_close(baseline(idx, idx)[0], ours(idx)[0])
+
+
+def test_benchmark_runs_and_reports_a_ratio(capsys):
+    bench = _load_benchmark()
+    args = "--device cpu --n-layer 1 --n-head 2 --n-embd 16 --block-size 8 --batch-size 2 --rounds 1 --steps 1"
+    results = bench.main(args.split() + ["--warmup", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "library GPT" in out and "PyTorch baseline" in out and "ratio (library / baseline step time)" in out
+    assert results["ratio"] == pytest.approx(results["library GPT"]["wall_s"] / results["PyTorch baseline"]["wall_s"])
+    assert bench.peak_flops(torch.device("cpu"), peak_tflops=None) is None
+    assert bench.peak_flops(torch.device("cpu"), peak_tflops=100.0) == 1e14
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+
+
+def test_sequence_longer_than_block_size():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match=r"at most block_size=16 tokens.*got T=17"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_wrong_rank_dtype_and_width():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match=r"idx of shape \(B, T\) and an integer dtype, got shape \(5,\)"):
+        model(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"got shape \(1, 5\) and dtype torch.float32"):
+        model(torch.zeros(1, 5))
+    with pytest.raises(ValueError, match=r"targets of the same shape as idx \(1, 5\), got \(1, 4\)"):
+        model(torch.zeros(1, 5, dtype=torch.long), targets=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"n_embd divisible by n_head, got n_embd=16 and n_head=3"):
+        GPT(tiny(n_head=3))
+    with pytest.raises(ValueError, match=r"top_k between 1 and vocab_size=11, got 12"):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 1, top_k=12)
+    with pytest.raises(ValueError, match=r"temperature >= 0, got -1"):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 1, temperature=-1)
