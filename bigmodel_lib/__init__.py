@@ -3,10 +3,116 @@
 Every public name says, in its docstring, which chapter of the book teaches it.
 The notebooks build each piece from its formula first, check it against
 PyTorch, and only then import the library's version.
+
+Organised by concept: ``devices`` (where and in what precision to compute),
+``data`` (datasets by name), ``training`` (the engine), ``checkpoint``,
+``metrics`` (quality, parameters, FLOPs), ``plotting`` and ``models``.
 """
 
 __version__ = "0.1.0"
 
-from bigmodel_lib.devices import environment_report, get_device
+from bigmodel_lib.checkpoint import (
+    check_state_dict,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+    save_weights,
+)
+from bigmodel_lib.data import (
+    DatasetInfo,
+    DatasetSplits,
+    DatasetUnavailableError,
+    ImageTensorDataset,
+    available_datasets,
+    load_dataset,
+    register_dataset,
+)
+from bigmodel_lib.devices import (
+    autocast,
+    dataloader_kwargs,
+    environment_report,
+    get_device,
+    grad_scaler,
+    move_to_device,
+    resolve_precision,
+    seed_everything,
+)
+from bigmodel_lib.metrics import (
+    accuracy,
+    attention_flops,
+    confusion_matrix,
+    conv2d_flops,
+    count_parameters,
+    count_parameters_by_module,
+    edit_distance,
+    estimate_flops,
+    linear_flops,
+    perplexity,
+    sequence_error_rate,
+    token_error_rate,
+)
+from bigmodel_lib.plotting import (
+    plot_attention,
+    plot_confusion_matrix,
+    plot_feature_maps,
+    plot_filters,
+    plot_history,
+    plot_images,
+    use_book_style,
+)
+from bigmodel_lib.training import History, TrainConfig, Trainer, cross_entropy_loss, fit, warmup_cosine
 
-__all__ = ["__version__", "environment_report", "get_device"]
+__all__ = [
+    "__version__",
+    # devices (preface, chapter 1)
+    "get_device",
+    "environment_report",
+    "resolve_precision",
+    "autocast",
+    "grad_scaler",
+    "seed_everything",
+    "dataloader_kwargs",
+    "move_to_device",
+    # data (chapters 1, 2)
+    "load_dataset",
+    "available_datasets",
+    "register_dataset",
+    "DatasetSplits",
+    "DatasetInfo",
+    "DatasetUnavailableError",
+    "ImageTensorDataset",
+    # training (chapter 1)
+    "TrainConfig",
+    "Trainer",
+    "History",
+    "fit",
+    "warmup_cosine",
+    "cross_entropy_loss",
+    # checkpoints (chapters 1, 5)
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_weights",
+    "load_weights",
+    "check_state_dict",
+    # metrics and counting (chapters 1-4)
+    "accuracy",
+    "perplexity",
+    "confusion_matrix",
+    "edit_distance",
+    "token_error_rate",
+    "sequence_error_rate",
+    "count_parameters",
+    "count_parameters_by_module",
+    "linear_flops",
+    "conv2d_flops",
+    "attention_flops",
+    "estimate_flops",
+    # plots (chapters 1, 2, 4)
+    "use_book_style",
+    "plot_history",
+    "plot_images",
+    "plot_feature_maps",
+    "plot_filters",
+    "plot_confusion_matrix",
+    "plot_attention",
+]

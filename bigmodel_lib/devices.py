@@ -127,7 +127,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     With ``deterministic=True`` torch is also asked to use deterministic
     algorithms where it has them (``torch.use_deterministic_algorithms`` with
     ``warn_only=True``, cuDNN without autotuning), so that two runs on the same
-    machine give the same numbers. Taught in chapter 1 (training vs inference).
+    machine give the same numbers. On a GPU that can cost speed: timing runs
+    pass ``deterministic=False``. Taught in chapter 1 (training vs inference).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"expected seed to be an integer in [0, 2**32), got {seed!r}")

@@ -1,0 +1,145 @@
+"""How much does the training engine cost? ``Trainer.fit`` against a bare PyTorch loop.
+
+Both train the same model on the same data in the same order with the same
+algorithm (AdamW, warmup + cosine schedule, gradient clipping), so the
+difference is the engine's own bookkeeping: progress bars, history, NaN checks,
+metric accumulation and device moves. A second bare loop without schedule and
+clipping shows what those two cost on their own.
+
+Runs are interleaved (bare, engine, engine, bare, ...) and the overhead is the
+median over the repeats of engine time / bare time in the same repeat, because a
+shared machine's speed drifts. Two clocks: wall time, and the
+CPU time of this process, which on a busy shared machine still counts only the
+work done (with one torch thread, CPU time equals wall time on an idle machine).
+On CUDA only wall time means anything. Not a test: run it by hand,
+
+    python benchmarks/bench_trainer.py                 # CPU, 1 thread, digits MLP, 7 repeats
+    python benchmarks/bench_trainer.py --hidden 1024 --repeats 9 --device cuda
+
+Used for the claim in chapter 1 that the engine adds at most 5% to a bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from functools import partial
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bigmodel_lib import (
+    TrainConfig,
+    Trainer,
+    dataloader_kwargs,
+    get_device,
+    load_dataset,
+    seed_everything,
+    warmup_cosine,
+)
+
+
+def make_model(hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, 10))
+
+
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = clocks()
+    return wall - start[0], cpu - start[1]
+
+
+def bare_loop(train, config: TrainConfig, hidden: int, schedule_and_clip: bool = True) -> tuple[float, float]:
+    """The loop a reader would write by hand; returns (wall, CPU) seconds."""
+    seed_everything(0)
+    device = get_device(config.device)
+    start = clocks()
+    model = make_model(hidden).to(device)
+    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(config.seed), **dataloader_kwargs(device))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    total = config.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, partial(warmup_cosine, warmup_steps=int(config.warmup_fraction * total), total_steps=total,
+                     min_lr_fraction=config.min_lr_fraction))
+    model.train()
+    for _ in range(config.epochs):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if schedule_and_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            if schedule_and_clip:
+                sched.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return since(start)
+
+
+def engine(train, config: TrainConfig, hidden: int) -> tuple[float, float]:
+    """The same run through ``Trainer.fit``; returns (wall, CPU) seconds."""
+    seed_everything(0)
+    start = clocks()
+    trainer = Trainer(make_model(hidden), config)
+    trainer.fit(train)
+    if trainer.device.type == "cuda":
+        torch.cuda.synchronize()
+    return since(start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hidden", type=int, default=256, help="width of the MLP's two hidden layers")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    parser.add_argument("--progress", action="store_true", help="let the engine draw its progress bars (to stderr)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier timings)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    train = load_dataset("digits", val_fraction=0.1).train
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=1e-2, device=args.device,
+                         progress=args.progress, precision="fp32")
+    hidden = args.hidden
+    print(f"device {get_device(args.device)}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"MLP 64-{hidden}-{hidden}-10 on digits ({len(train)} samples), {args.epochs} epochs, "
+          f"batch {args.batch_size}, progress bars {'on' if args.progress else 'off'}")
+
+    engine(train, config, hidden)  # warm-up: imports, allocator, first-call costs
+    bare_loop(train, config, hidden)
+    runs = {"bare": [], "engine": [], "minimal": []}
+    for i in range(args.repeats):
+        # Alternate the order, so that neither side always runs right after the other.
+        order = ("bare", "engine", "minimal") if i % 2 == 0 else ("engine", "bare", "minimal")
+        for name in order:
+            if name == "engine":
+                runs[name].append(engine(train, config, hidden))
+            else:
+                runs[name].append(bare_loop(train, config, hidden, schedule_and_clip=name == "bare"))
+        times = ", ".join(f"{n} {runs[n][-1][0]:.3f}/{runs[n][-1][1]:.3f}" for n in runs)
+        print(f"  run {i + 1} (wall/CPU s): {times}", file=sys.stderr)
+
+    for clock, k in (("wall", 0), ("CPU", 1)):
+        med = {name: statistics.median(r[k] for r in rs) for name, rs in runs.items()}
+        paired = statistics.median(e[k] / b[k] for e, b in zip(runs["engine"], runs["bare"]))
+        paired_minimal = statistics.median(e[k] / b[k] for e, b in zip(runs["engine"], runs["minimal"]))
+        print(f"{clock:>4} time medians: bare loop {med['bare']:.3f} s, engine {med['engine']:.3f} s, "
+              f"bare loop without schedule/clipping {med['minimal']:.3f} s")
+        print(f"     engine overhead over the same bare loop (median of paired runs): {100 * (paired - 1):+.1f}% "
+              f"(target <= +5%); over the minimal loop: {100 * (paired_minimal - 1):+.1f}%")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+"""The training engine every chapter uses: a small ``Trainer`` and a ``fit`` function.
+
+One loop, written out so it can be read top to bottom (``Trainer._train_epoch``)::
+
+    for inputs..., targets in loader:
+        with autocast:                              # bf16 / fp16 / fp32, chosen in devices.py
+            loss = loss_fn(model(*inputs), targets)
+        scaler.scale(loss).backward()               # scaling is a no-op unless fp16
+        clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer); scaler.update()
+        scheduler.step()                            # warmup, then cosine decay
+
+Around it: a progress bar per epoch, evaluation on a validation set, a history
+of loss, metric and throughput, early stopping, checkpoints after every epoch
+and resuming from them. Classification works out of the box (cross-entropy,
+accuracy); language models pass ``metric="perplexity"`` and sequence models
+their own ``loss_fn`` and ``metric``.
+
+Taught in chapter 1 (training vs inference) and used in every chapter after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from bigmodel_lib.checkpoint import load_checkpoint, save_checkpoint
+from bigmodel_lib.devices import (
+    PRECISIONS,
+    autocast,
+    dataloader_kwargs,
+    get_device,
+    grad_scaler,
+    move_to_device,
+    resolve_precision,
+)
+from bigmodel_lib.metrics import _check_outputs_and_targets
+
+with warnings.catch_warnings():
+    # Without ipywidgets (the offline book has none) tqdm.auto falls back to the text
+    # bar, which is what we want, after warning "IProgress not found" on import.
+    warnings.filterwarnings("ignore", message=".*IProgress not found.*")
+    from tqdm.auto import tqdm
+
+#: Set to 0 to switch progress bars off, e.g. ``BIGMODEL_PROGRESS=0 pytest``.
+PROGRESS_ENV_VAR = "BIGMODEL_PROGRESS"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run, with defaults that run on a laptop CPU.
+
+    A GPU-sized run is another instance, e.g.
+    ``TrainConfig(batch_size=512, epochs=30, compile=True)``, not another code path.
+    Taught in chapter 1 (training vs inference).
+    """
+
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    weight_decay: float = 0.01  # AdamW's default
+    warmup_fraction: float = 0.05  # share of all steps spent ramping the learning rate up
+    min_lr_fraction: float = 0.1  # the cosine decays to lr * min_lr_fraction
+    grad_clip: float | None = 1.0  # max global gradient norm; None switches clipping off
+    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (see devices.resolve_precision)
+    compile: bool = False  # torch.compile the model (CUDA only)
+    patience: int | None = None  # stop after this many epochs without a better validation loss
+    checkpoint_dir: str | None = None  # write last.pt (and best.pt) here after every epoch
+    device: str | None = None  # None: CUDA, then MPS, then CPU (or $BIGMODEL_DEVICE)
+    seed: int = 0  # seeds the shuffling of the training set
+    progress: bool | None = None  # None: on, unless $BIGMODEL_PROGRESS=0
+    log_every: int = 10  # steps between progress-bar updates and NaN checks
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig: expected {name} to be an integer >= 1, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig: expected lr > 0, got {self.lr!r}")
+        for name in ("warmup_fraction", "min_lr_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"TrainConfig: expected {name} in [0, 1], got {getattr(self, name)!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig: expected grad_clip > 0 or None, got {self.grad_clip!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig: expected precision to be one of {PRECISIONS}, got {self.precision!r}")
+        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
+            raise ValueError(f"TrainConfig: expected patience to be an integer >= 1 or None, got {self.patience!r}")
+
+
+@dataclass
+class History:
+    """What happened during training, one entry per epoch (``step_loss``: one per step).
+
+    Plot it with :func:`bigmodel_lib.plot_history`. Taught in chapter 1.
+    """
+
+    metric_name: str | None = "accuracy"
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    train_metric: list[float | None] = field(default_factory=list)  # None when there is no metric
+    val_metric: list[float | None] = field(default_factory=list)
+    samples_per_s: list[float] = field(default_factory=list)  # training throughput
+    lr: list[float] = field(default_factory=list)  # learning rate at the end of each epoch
+    step_loss: list[float] = field(default_factory=list)  # every optimizer step
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        return cls(**d)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fraction: float = 0.1) -> float:
+    """Learning-rate multiplier at ``step``: linear warmup, then cosine decay to ``min_lr_fraction``.
+
+    Warmup keeps the first updates small while Adam's moment estimates are still
+    noisy; the cosine then lowers the rate smoothly so training settles.
+    Taught in chapter 1 (training) and chapter 4 (training Transformers).
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_fraction + (1 - min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cross_entropy_loss(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean cross-entropy of scores ``(..., C)`` against integer targets ``(...)``.
+
+    The same loss for image classes ``(B, C)`` and next tokens ``(B, T, V)``;
+    targets equal to ``ignore_index`` (padding) are skipped. The engine's default
+    loss. Taught in chapter 2 (training a CNN) and chapter 4 (language models).
+    """
+    _check_outputs_and_targets(outputs, targets, "cross_entropy_loss")
+    if outputs.ndim > 2:  # (B, T, V) -> (B*T, V): every position is one classification
+        outputs, targets = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+    return F.cross_entropy(outputs, targets, ignore_index=ignore_index)
+
+
+def _floats(values: list) -> list[float]:
+    """Python floats from numbers or tensors; tensors come over in one device-to-host copy."""
+    if values and all(isinstance(v, torch.Tensor) for v in values):
+        return torch.stack(values).double().tolist()
+    return [float(v) for v in values]
+
+
+class _Tally:
+    """Per-batch results, kept on the device and summed on the CPU a few batches at a time.
+
+    ``reduce_metric(parts, sizes) -> (sum, count)`` turns the batches' metric parts
+    into numbers; the metric over everything seen is the sum of sums over the sum of counts.
+    """
+
+    def __init__(self, reduce_metric: Callable):
+        self.reduce_metric = reduce_metric
+        self.pending: list[tuple] = []  # (loss, metric part, batch size)
+        self.loss_sum = self.metric_sum = 0.0
+        self.metric_count = self.samples = 0
+
+    def add(self, loss: torch.Tensor, metric_part, size: int) -> None:
+        self.pending.append((loss.detach(), metric_part, size))
+
+    def flush(self) -> list[float]:
+        """Add the pending batches to the sums; return their losses."""
+        if not self.pending:
+            return []
+        losses, parts, sizes = zip(*self.pending)
+        losses = _floats(list(losses))
+        metric_sum, metric_count = self.reduce_metric(parts, sizes)
+        self.pending.clear()
+        self.loss_sum += sum(loss * size for loss, size in zip(losses, sizes))
+        self.metric_sum += metric_sum
+        self.metric_count += metric_count
+        self.samples += sum(sizes)
+        return losses
+
+
+def _describe(tensors) -> str:
+    return ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
+
+
+class Trainer:
+    """Train and evaluate one model: progress bars, history, schedule, checkpoints.
+
+    ``loss_fn(outputs, targets)`` defaults to :func:`cross_entropy_loss`.
+    ``metric`` is ``"accuracy"`` (default), ``"perplexity"`` (exp of the mean
+    loss), ``None``, or a function ``metric(outputs, targets) -> float``
+    averaged over samples. Batches are ``(inputs..., targets)``: the model is
+    called as ``model(*inputs)``. ``optimizer`` defaults to AdamW.
+    Taught in chapter 1 (training vs inference).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig | None = None,
+        loss_fn: Callable | None = None,
+        metric: str | Callable | None = "accuracy",
+        optimizer: torch.optim.Optimizer | None = None,
+    ):
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"Trainer: expected an nn.Module, got {type(model).__name__}")
+        if isinstance(metric, str) and metric not in ("accuracy", "perplexity"):
+            raise ValueError(f"Trainer: expected metric 'accuracy', 'perplexity', None or a function, got {metric!r}")
+        self.config = config = config or TrainConfig()
+        self.device = get_device(config.device)
+        self.precision = resolve_precision(self.device, config.precision)
+        self.model = model.to(self.device)
+        self.loss_fn = loss_fn or cross_entropy_loss
+        self.metric = metric
+        self.metric_name = metric if isinstance(metric, str) or metric is None else metric.__name__
+        if optimizer is None and not any(p.requires_grad for p in model.parameters()):
+            raise ValueError(
+                f"Trainer: expected a model with trainable parameters, got a {type(model).__name__} with none"
+            )
+        self.optimizer = optimizer or torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scaler = grad_scaler(self.device, self.precision)
+        self._autocast = autocast(self.device, self.precision)  # re-entered every step
+        self.scheduler = None  # built by fit(), once the number of steps is known
+        self.history = History(metric_name=self.metric_name)
+        self.step = 0  # optimizer steps taken so far
+        self._forward = model
+        if config.compile and self.device.type == "cuda":
+            self._forward = torch.compile(model)
+        elif config.compile:
+            warnings.warn(f"TrainConfig.compile is used on CUDA only; running eagerly on {self.device}", stacklevel=2)
+        # The training set's shuffling has its own generator, so that it is saved in checkpoints.
+        self._shuffle = torch.Generator().manual_seed(config.seed)
+
+    # -- data ---------------------------------------------------------------
+
+    def _loader(self, data: Dataset | DataLoader, train: bool, what: str) -> DataLoader:
+        if isinstance(data, DataLoader):
+            return data
+        if len(data) == 0:
+            raise ValueError(f"expected a non-empty {what}, got a dataset of length 0")
+        return DataLoader(
+            data, batch_size=self.config.batch_size, shuffle=train,
+            generator=self._shuffle if train else None, **dataloader_kwargs(self.device),
+        )
+
+    def _split(self, batch) -> tuple[tuple, torch.Tensor]:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            got = f"a {type(batch).__name__}" + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+            raise ValueError(f"expected each batch to be a tuple (inputs..., targets), got {got}")
+        batch = move_to_device(batch, self.device)
+        return tuple(batch[:-1]), batch[-1]
+
+    # -- one step -------------------------------------------------------------
+
+    def _loss(self, inputs: tuple, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self._autocast:
+            try:
+                outputs = self._forward(*inputs)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError as exc:
+                params = next(self.model.parameters(), None)
+                float64_inputs = any(x.dtype == torch.float64 for x in inputs)
+                hint = ""
+                if params is not None and float64_inputs and params.dtype != torch.float64:
+                    hint = f"; the inputs are float64 but the model is {params.dtype}: convert the data with .float()"
+                raise ValueError(
+                    f"{type(self.model).__name__} could not take a batch of inputs with shape and dtype "
+                    f"[{_describe(inputs)}] on {self.device}{hint}. PyTorch said: {exc}"
+                ) from exc
+            loss = self.loss_fn(outputs, targets)
+        if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"expected loss_fn to return a scalar tensor (shape ()), got {got}")
+        return loss, outputs
+
+    def _batch_metric(self, outputs: torch.Tensor, targets: torch.Tensor):
+        """What the metric needs from this batch, left on the device (reduced by ``_reduce_metric``)."""
+        if self.metric == "accuracy":
+            return outputs.argmax(-1), targets  # one small kernel per step (integers carry no gradient)
+        if callable(self.metric):
+            return self.metric(outputs.detach(), targets)
+        return None  # perplexity comes from the mean loss; None has no metric
+
+    def _reduce_metric(self, parts: tuple, sizes: tuple) -> tuple[float, float]:
+        """(sum, count) of the metric over several batches."""
+        if self.metric == "accuracy":
+            predictions = torch.cat([p.flatten() for p, _ in parts])  # flatten: (B, T) token batches
+            targets = torch.cat([t.flatten() for _, t in parts])
+            # Positions whose target is -100 (padding) are neither right nor counted.
+            correct, counted = torch.stack([(predictions == targets).sum(), (targets != -100).sum()]).tolist()
+            return correct, counted
+        if callable(self.metric):  # a mean per batch, weighted by the batch size
+            return sum(v * n for v, n in zip(_floats(list(parts)), sizes)), sum(sizes)
+        return 0.0, 0
+
+    def _epoch_metric(self, tally: _Tally) -> float | None:
+        if self.metric is None:
+            return None
+        if self.metric == "perplexity":
+            return math.exp(min(tally.loss_sum / tally.samples, 700.0))  # exp overflows a float beyond ~709
+        return tally.metric_sum / max(tally.metric_count, 1)
+
+    # -- epochs ---------------------------------------------------------------
+
+    def _train_epoch(self, loader: DataLoader, bar) -> tuple[float, float | None, float]:
+        """One pass over the training set; returns mean loss, metric and samples/s."""
+        self.model.train()
+        cfg = self.config
+        tally = _Tally(self._reduce_metric)
+        start = time.perf_counter()
+        for batch in loader:
+            inputs, targets = self._split(batch)
+            loss, outputs = self._loss(inputs, targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.step += 1
+            # The numbers stay on the device: reading a GPU loss every step would stall the GPU.
+            tally.add(loss, self._batch_metric(outputs, targets), targets.shape[0])
+            bar.update()
+            if len(tally.pending) == cfg.log_every:
+                self._flush(tally, bar)
+        self._flush(tally, bar)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # so the clock measures the work, not its queueing
+        seconds = time.perf_counter() - start
+        return tally.loss_sum / tally.samples, self._epoch_metric(tally), tally.samples / seconds
+
+    def _flush(self, tally: _Tally, bar) -> None:
+        """Move pending step losses into the history; stop on the first NaN or infinity."""
+        first = self.step - len(tally.pending) + 1
+        losses = tally.flush()
+        for i, loss in enumerate(losses):
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"expected a finite loss, got {loss} at step {first + i} "
+                    f"(epoch {self.history.epochs + 1}); lower the learning rate, check the inputs "
+                    f"for NaN/inf, or use precision='fp32'"
+                )
+        self.history.step_loss.extend(losses)
+        if tally.samples:
+            bar.set_postfix(loss=f"{tally.loss_sum / tally.samples:.4f}", refresh=False)
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset | DataLoader) -> dict[str, float | None]:
+        """Mean loss and metric over ``data``, with the model in eval mode (no dropout, no gradients).
+
+        Returns ``{"loss": ..., <metric name>: ...}``. Taught in chapter 1 (training vs inference).
+        """
+        loader = self._loader(data, train=False, what="evaluation set")
+        self.model.eval()
+        tally = _Tally(self._reduce_metric)
+        for batch in loader:
+            inputs, targets = self._split(batch)
+            loss, outputs = self._loss(inputs, targets)
+            tally.add(loss, self._batch_metric(outputs, targets), targets.shape[0])
+        tally.flush()
+        if tally.samples == 0:
+            raise ValueError("expected a non-empty evaluation set, got a loader with no batches")
+        return {"loss": tally.loss_sum / tally.samples, str(self.metric_name): self._epoch_metric(tally)}
+
+    @torch.no_grad()
+    def predict(self, data: Dataset | DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model outputs and targets for every sample of ``data``, concatenated on the CPU.
+
+        For a classifier, ``outputs.argmax(-1)`` are the predicted classes (e.g. for
+        :func:`bigmodel_lib.plot_confusion_matrix`). Taught in chapter 2.
+        """
+        loader = self._loader(data, train=False, what="prediction set")
+        self.model.eval()
+        outputs, targets = [], []
+        for batch in loader:
+            inputs, target = self._split(batch)
+            with self._autocast:
+                outputs.append(self._forward(*inputs).float().cpu())
+            targets.append(target.cpu())
+        return torch.cat(outputs), torch.cat(targets)
+
+    # -- the run ----------------------------------------------------------------
+
+    def fit(
+        self,
+        train_data: Dataset | DataLoader,
+        val_data: Dataset | DataLoader | None = None,
+        resume_from: str | os.PathLike | None = None,
+    ) -> History:
+        """Train for ``config.epochs`` epochs; return the :class:`History`.
+
+        After each epoch: evaluate on ``val_data`` (if given), record the history,
+        write ``last.pt`` (and ``best.pt`` when the validation loss improved) to
+        ``config.checkpoint_dir``, and stop early after ``config.patience`` epochs
+        without improvement. ``resume_from`` continues from a checkpoint: on CPU
+        the losses that follow are exactly those of the uninterrupted run (give
+        a Dataset rather than a DataLoader, so that the shuffling is restored too).
+        Each call is a new run from the current weights, with a new schedule and
+        history; to carry on a run, resume it from its checkpoint.
+        Taught in chapter 1 (training vs inference).
+        """
+        cfg = self.config
+        loader = self._loader(train_data, train=True, what="training set")
+        if len(loader) == 0:
+            raise ValueError("expected a non-empty training set, got a loader with no batches")
+        total = cfg.epochs * len(loader)
+        warmup = int(cfg.warmup_fraction * total)
+        schedule = partial(warmup_cosine, warmup_steps=warmup, total_steps=total, min_lr_fraction=cfg.min_lr_fraction)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.history, self.step, start = History(metric_name=self.metric_name), 0, 1
+        if resume_from is not None:
+            start = self._resume(resume_from) + 1
+
+        for epoch in range(start, cfg.epochs + 1):
+            h = self.history
+            bar = _progress(len(loader), f"epoch {epoch}/{cfg.epochs}", cfg.progress)
+            try:
+                train_loss, train_metric, speed = self._train_epoch(loader, bar)
+                h.train_loss.append(train_loss)
+                h.train_metric.append(train_metric)
+                h.samples_per_s.append(speed)
+                h.lr.append(self.scheduler.get_last_lr()[0])
+                if val_data is not None:
+                    result = self.evaluate(val_data)
+                    h.val_loss.append(result["loss"])
+                    h.val_metric.append(result[str(self.metric_name)])
+                bar.set_postfix(_postfix(h, self.metric_name))
+            finally:
+                bar.close()  # the bar's last state is the epoch's one-line summary
+            improved = bool(h.val_loss) and h.val_loss[-1] == min(h.val_loss)
+            if cfg.checkpoint_dir is not None:
+                self.save(Path(cfg.checkpoint_dir) / "last.pt", epoch)
+                if improved:
+                    self.save(Path(cfg.checkpoint_dir) / "best.pt", epoch)
+            if cfg.patience is not None and h.val_loss:
+                since_best = len(h.val_loss) - 1 - h.val_loss.index(min(h.val_loss))
+                if since_best >= cfg.patience:
+                    if _progress_on(cfg.progress):
+                        tqdm.write(f"early stopping after epoch {epoch}: "
+                                   f"no better validation loss for {since_best} epochs")
+                    break
+        return self.history
+
+    def save(self, path: str | os.PathLike, epoch: int) -> Path:
+        """Write the whole training state after ``epoch`` to ``path`` (atomically). Taught in chapter 1."""
+        return save_checkpoint(
+            path, self.model, self.optimizer, self.scheduler, self.scaler,
+            epoch=epoch, step=self.step, history=self.history.to_dict(),
+            config=dataclasses.asdict(self.config), shuffle_rng=self._shuffle.get_state(),
+        )
+
+    def _resume(self, path: str | os.PathLike) -> int:
+        extra = load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.scaler)
+        changed = {
+            k: (v, getattr(self.config, k)) for k, v in extra["config"].items()
+            if k not in ("checkpoint_dir", "progress", "device") and getattr(self.config, k, v) != v
+        }
+        if changed:
+            warnings.warn(f"resuming with a different config (checkpoint value, now): {changed}", stacklevel=3)
+        self.history = History.from_dict(extra["history"])
+        self.step = extra["step"]
+        self._shuffle.set_state(extra["shuffle_rng"])
+        return extra["epoch"]
+
+
+def fit(
+    model: nn.Module,
+    train_data: Dataset | DataLoader,
+    val_data: Dataset | DataLoader | None = None,
+    config: TrainConfig | None = None,
+    **trainer_kwargs,
+) -> History:
+    """Train ``model`` in one call: ``Trainer(model, config, **trainer_kwargs).fit(train_data, val_data)``.
+
+    Taught in chapter 1 (training vs inference).
+    """
+    return Trainer(model, config, **trainer_kwargs).fit(train_data, val_data)
+
+
+# ---------------------------------------------------------------------------
+# Progress bars
+
+
+def _progress_on(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return os.environ.get(PROGRESS_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _progress(total: int, desc: str, progress: bool | None):
+    return tqdm(total=total, desc=desc, disable=not _progress_on(progress), leave=True, unit="batch")
+
+
+def _postfix(h: History, name: str | None) -> dict:
+    """The epoch's numbers, shown at the end of its progress bar."""
+    out = {"loss": f"{h.train_loss[-1]:.4f}"}
+    if h.train_metric[-1] is not None:
+        out[str(name)] = f"{h.train_metric[-1]:.4f}"
+    if h.val_loss:
+        out["val_loss"] = f"{h.val_loss[-1]:.4f}"
+        if h.val_metric[-1] is not None:
+            out[f"val_{name}"] = f"{h.val_metric[-1]:.4f}"
+    out["samples/s"] = f"{h.samples_per_s[-1]:,.0f}"
+    return out
