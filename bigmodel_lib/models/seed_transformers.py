@@ -262,7 +262,9 @@ SEED_001_TRANSFORMER_DEFECTS = (
         title="TransformerEncoderLayer(hidden_size, num_heads, dropout) passes dropout as dim_feedforward",
         run="",
         error="TypeError",
-        match="must be tuple of ints, but found element of type float",
+        # PyTorch 2.14 words it this way; 2.11 says "empty() received an invalid
+        # combination of arguments": both are the float dim_feedforward reaching torch.empty.
+        match="must be tuple of ints, but found element of type float|empty\\(\\) received an invalid combination of arguments",
         observed=(
             "TypeError: empty(): argument 'size' (position 1) must be tuple of ints, "
             "but found element of type float at pos 0"
@@ -576,7 +578,8 @@ class Seed001Transformer(nn.Module):
        third positional parameter is ``dim_feedforward``, so the feed-forward
        layer gets width 0.1: ``TypeError: empty(): argument 'size' (position 1)
        must be tuple of ints, but found element of type float at pos 0`` at
-       construction. (Passing ``dropout=dropout`` leaves PyTorch's default
+       construction (PyTorch 2.11 says ``empty() received an invalid combination
+       of arguments``). (Passing ``dropout=dropout`` leaves PyTorch's default
        ``dim_feedforward=2048``, 41 x the width of 50.)
     2. The training loop uses ``train_loader``, which is never defined:
        ``NameError: name 'train_loader' is not defined``.
