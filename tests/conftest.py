@@ -14,3 +14,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests with one torch thread, then restore the setting.
+
+    Tiny models spend their time on per-operation overhead: one thread is faster
+    than two and does not fight other processes (or nbval's kernels) for the cores.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

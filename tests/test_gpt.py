@@ -16,14 +16,7 @@ from torch.testing import assert_close
 from bigmodel_lib.models.gpt import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend their time on per-operation overhead: one thread is
-    # faster than two, and does not fight other processes for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**overrides) -> GPTConfig:

@@ -25,14 +25,7 @@ SEEDS = ("000", "001")
 CORRECTED = {"000": Seed000Transformer, "001": Seed001Transformer}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend their time on per-operation overhead: one thread is
-    # faster than two, and does not fight other processes for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # The code as it appears on the two pages (seed 000: one line; seed 001: no indentation).

@@ -13,14 +13,7 @@ from bigmodel_lib.models.attention import causal_mask, padding_mask
 from bigmodel_lib.models.transformer import DecoderLayer, EncoderLayer, Seq2SeqConfig, Seq2SeqTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models spend their time on per-operation overhead: one thread is
-    # faster than two, and does not fight other processes for the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------
