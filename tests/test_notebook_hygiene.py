@@ -33,6 +33,11 @@ def test_clean_fixture_passes():
     assert check_notebook(FIXTURES / "clean.ipynb") == []
 
 
+def test_an_error_in_a_cell_tagged_raises_exception_is_allowed():
+    # Running a seed's broken code as published is a lesson, not a fault.
+    assert check_notebook(FIXTURES / "ok_tagged_error.ipynb") == []
+
+
 @pytest.mark.parametrize(
     ("fixture", "expected"),
     [
