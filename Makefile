@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Strict build: any warning fails it. Notebooks are rendered from their stored
-# outputs (execute_notebooks: off), so this takes about a minute.
+# outputs (execute_notebooks: off), so this takes seconds once installed.
 book: $(STAMP)
 	$(BIN)/jupyter-book build -W -n --keep-going .
 
