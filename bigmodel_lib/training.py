@@ -155,6 +155,11 @@ def cross_entropy_loss(outputs: torch.Tensor, targets: torch.Tensor, ignore_inde
     return F.cross_entropy(outputs, targets, ignore_index=ignore_index)
 
 
+def _default_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`cross_entropy_loss` of the outputs, or of the first element of a tuple ``(logits, ...)``."""
+    return cross_entropy_loss(_main_output(outputs, "loss_fn"), targets)
+
+
 def _floats(values: list) -> list[float]:
     """Python floats from numbers or tensors; tensors come over in one device-to-host copy."""
     if values and all(isinstance(v, torch.Tensor) for v in values):
@@ -193,6 +198,18 @@ class _Tally:
         return losses
 
 
+def _main_output(outputs, what: str) -> torch.Tensor:
+    """The tensor a metric or ``predict`` reads: the outputs, or the first element of a tuple ``(logits, ...)``."""
+    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+        return outputs[0]  # e.g. (logits, loss) from the GPT and encoder-decoder models of chapter 4
+    if not isinstance(outputs, torch.Tensor):
+        raise ValueError(
+            f"{what}: expected the model to return a tensor or a tuple whose first element is a tensor, "
+            f"got {type(outputs).__name__}"
+        )
+    return outputs
+
+
 def _describe(tensors) -> str:
     return ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
 
@@ -200,7 +217,10 @@ def _describe(tensors) -> str:
 class Trainer:
     """Train and evaluate one model: progress bars, history, schedule, checkpoints.
 
-    ``loss_fn(outputs, targets)`` defaults to :func:`cross_entropy_loss`.
+    ``loss_fn(outputs, targets)`` defaults to :func:`cross_entropy_loss`. A model
+    may return a tensor or a tuple ``(logits, ...)`` (as the GPT and the
+    encoder-decoder of chapter 4 do): the default loss, the metric and
+    :meth:`predict` then read the first element.
     ``metric`` is ``"accuracy"`` (default), ``"perplexity"`` (exp of the mean
     loss), ``None``, or a function ``metric(outputs, targets) -> float``
     averaged over samples. Batches are ``(inputs..., targets)``: the model is
@@ -224,7 +244,7 @@ class Trainer:
         self.device = get_device(config.device)
         self.precision = resolve_precision(self.device, config.precision)
         self.model = model.to(self.device)
-        self.loss_fn = loss_fn or cross_entropy_loss
+        self.loss_fn = loss_fn or _default_loss
         self.metric = metric
         self.metric_name = metric if isinstance(metric, str) or metric is None else metric.__name__
         if optimizer is None and not any(p.requires_grad for p in model.parameters()):
@@ -290,13 +310,14 @@ class Trainer:
             raise ValueError(f"expected loss_fn to return a scalar tensor (shape ()), got {got}")
         return loss, outputs
 
-    def _batch_metric(self, outputs: torch.Tensor, targets: torch.Tensor):
+    def _batch_metric(self, outputs, targets: torch.Tensor):
         """What the metric needs from this batch, left on the device (reduced by ``_reduce_metric``)."""
+        if self.metric is None or self.metric == "perplexity":
+            return None  # perplexity comes from the mean loss; None has no metric
+        outputs = _main_output(outputs, "metric")
         if self.metric == "accuracy":
             return outputs.argmax(-1), targets  # one small kernel per step (integers carry no gradient)
-        if callable(self.metric):
-            return self.metric(outputs.detach(), targets)
-        return None  # perplexity comes from the mean loss; None has no metric
+        return self.metric(outputs.detach(), targets)
 
     def _reduce_metric(self, parts: tuple, sizes: tuple) -> tuple[float, float]:
         """(sum, count) of the metric over several batches."""
@@ -367,7 +388,8 @@ class Trainer:
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float | None]:
         """Mean loss and metric over ``data``, with the model in eval mode (no dropout, no gradients).
 
-        Returns ``{"loss": ..., <metric name>: ...}``. Taught in chapter 1 (training vs inference).
+        Returns ``{"loss": ..., <metric name>: ...}``, or ``{"loss": ...}`` when the
+        trainer has no metric. Taught in chapter 1 (training vs inference).
         """
         loader = self._loader(data, train=False, what="evaluation set")
         self.model.eval()
@@ -379,14 +401,18 @@ class Trainer:
         tally.flush()
         if tally.samples == 0:
             raise ValueError("expected a non-empty evaluation set, got a loader with no batches")
-        return {"loss": tally.loss_sum / tally.samples, str(self.metric_name): self._epoch_metric(tally)}
+        result = {"loss": tally.loss_sum / tally.samples}
+        if self.metric is not None:
+            result[self.metric_name] = self._epoch_metric(tally)
+        return result
 
     @torch.no_grad()
     def predict(self, data: Dataset | DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
         """Model outputs and targets for every sample of ``data``, concatenated on the CPU.
 
         For a classifier, ``outputs.argmax(-1)`` are the predicted classes (e.g. for
-        :func:`bigmodel_lib.plot_confusion_matrix`). Taught in chapter 2.
+        :func:`bigmodel_lib.plot_confusion_matrix`). A model that returns a tuple
+        such as ``(logits, loss)`` contributes its first element. Taught in chapter 2.
         """
         loader = self._loader(data, train=False, what="prediction set")
         self.model.eval()
@@ -394,7 +420,7 @@ class Trainer:
         for batch in loader:
             inputs, target = self._split(batch)
             with self._autocast:
-                outputs.append(self._forward(*inputs).float().cpu())
+                outputs.append(_main_output(self._forward(*inputs), "predict").float().cpu())
             targets.append(target.cpu())
         return torch.cat(outputs), torch.cat(targets)
 
@@ -442,7 +468,7 @@ class Trainer:
                 if val_data is not None:
                     result = self.evaluate(val_data)
                     h.val_loss.append(result["loss"])
-                    h.val_metric.append(result[str(self.metric_name)])
+                    h.val_metric.append(result.get(self.metric_name))
                 bar.set_postfix(_postfix(h, self.metric_name))
             finally:
                 bar.close()  # the bar's last state is the epoch's one-line summary

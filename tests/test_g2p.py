@@ -12,6 +12,7 @@ from bigmodel_lib.g2p import (
     closest_references,
     g2p_loader,
     load_cmudict,
+    pronounce,
     split_by_word,
 )
 from bigmodel_lib.metrics import sequence_error_rate, token_error_rate
@@ -119,3 +120,39 @@ def test_a_word_is_correct_if_it_matches_any_of_its_pronunciations():
     assert token_error_rate(predictions, chosen) == pytest.approx((0 + 1 + 1) / (3 + 2 + 3))
     with pytest.raises(ValueError, match="one list of references per prediction"):
         closest_references(predictions, references[:2])
+
+
+def _tiny_model(letters, phonemes):
+    from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
+
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(
+        src_vocab_size=len(letters), tgt_vocab_size=len(phonemes), d_model=16, num_heads=2,
+        num_encoder_layers=1, num_decoder_layers=1, d_ff=32, dropout=0.0, max_len=12,
+    )
+    return Seq2SeqTransformer(config)
+
+
+def test_pronounce_batches_by_length_without_changing_any_output():
+    letters, phonemes = _vocabs(ENTRIES)
+    model = _tiny_model(letters, phonemes)
+    words = ["strengths", "a", "speech", "cat", "the", "read"]  # not sorted by length
+    batched = pronounce(model, words, letters, phonemes, batch_size=4)  # padded batches of mixed lengths
+    one_by_one = [pronounce(model, [w], letters, phonemes)[0] for w in words]
+    assert batched == one_by_one
+    for word, out in zip(words, one_by_one):  # and the same as calling the model directly
+        ids = model.greedy_decode(torch.tensor([letters.encode(word)]), max_len=None)[0]
+        assert out == phonemes.decode(ids)
+    assert all(set(out) <= set(phonemes.itos[3:]) for out in batched)
+    assert pronounce(model, words, letters, phonemes, method="beam", beam_size=1) == batched  # beam 1 = greedy
+
+
+def test_pronounce_bad_input():
+    letters, phonemes = _vocabs(ENTRIES)
+    model = _tiny_model(letters, phonemes)
+    with pytest.raises(ValueError, match="expected method 'greedy' or 'beam'"):
+        pronounce(model, ["cat"], letters, phonemes, method="sample")
+    with pytest.raises(ValueError, match="expected a list of words"):
+        pronounce(model, "cat", letters, phonemes)
+    with pytest.raises(ValueError, match="symbols not in the vocabulary"):
+        pronounce(model, ["dog"], letters, phonemes)

@@ -292,6 +292,49 @@ def test_seq2seq_batches_with_two_inputs_and_a_custom_metric():
     assert outputs.shape == (64, 5, 7) and torch.equal(targets, src)
 
 
+def test_models_returning_logits_and_loss_train_with_the_defaults():
+    class WithLoss(nn.Module):  # returns (logits, loss) like the chapter 4 models
+        def __init__(self):
+            super().__init__()
+            self.net = mlp()
+
+        def forward(self, x):
+            return self.net(x), None
+
+    seed_everything(0)
+    data = load_dataset("digits", val_fraction=0.1, seed=0)
+    trainer = Trainer(WithLoss(), quiet(epochs=5, lr=1e-2))  # default loss and accuracy read the logits
+    history = trainer.fit(data.train, data.val)
+    assert history.val_metric[-1] > 0.9
+    outputs, targets = trainer.predict(data.test)
+    assert outputs.shape == (len(data.test), 10)
+    assert (outputs.argmax(-1) == targets).float().mean() > 0.9
+
+
+def test_evaluate_without_a_metric_returns_only_the_loss():
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 3), torch.randint(0, 2, (32,)))
+    trainer = Trainer(nn.Linear(3, 2), quiet(epochs=1, batch_size=8), metric=None)
+    history = trainer.fit(data, data)
+    result = trainer.evaluate(data)
+    assert set(result) == {"loss"} and result["loss"] == pytest.approx(history.val_loss[-1])
+    assert history.val_metric == [None]
+
+
+def test_outputs_that_are_not_tensors_get_a_clear_error():
+    class Dict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return {"logits": self.linear(x)}
+
+    data = TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    with pytest.raises(ValueError, match="expected the model to return a tensor or a tuple"):
+        Trainer(Dict(), quiet(epochs=1, batch_size=8)).fit(data)
+
+
 def test_fit_function_and_history_round_trip():
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 3), torch.randint(0, 2, (32,)))
