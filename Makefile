@@ -51,6 +51,14 @@ browser:
 	  echo "Chromium not found and not installable here (needs root and apt-get);"; \
 	  echo "the browser test will skip. Install it with: sudo apt-get install chromium"; \
 	fi
+	@# A CJK font, so that the screenshots show the glossary's Chinese terms (1.6 MB).
+	@if command -v fc-list >/dev/null 2>&1 && [ -z "$$(fc-list :lang=zh 2>/dev/null)" ] \
+	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing a CJK font with apt-get (Debian package 'fonts-wqy-microhei')"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null 2>&1 \
+	    || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null) \
+	    || echo "apt-get could not install fonts-wqy-microhei: screenshots will show Chinese as boxes"; \
+	fi
 
 test: book browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -6,10 +6,14 @@ per size: parameters, training seconds, words per second, and the greedy word
 and phoneme error rates on every third validation word (2,082 words; the test
 words stay untouched, as in the notebook). This is how the notebook's CPU
 configuration was chosen; it is slow (1-3 minutes per size on a 2-core CPU)
-and not a test. Run it by hand:
+and not a test. With ``--out`` it also writes the rows as JSON; the notebook
+shows ``bigmodel_lib/results/g2p_sizes_cpu.json``, written this way on the
+2-core CPU machine that runs the book's tests. Run it by hand:
 
     python benchmarks/g2p_sizes.py                                     # the notebook's CPU configuration
     python benchmarks/g2p_sizes.py --sizes 96:2:2:2:1 96:3:2:2:2 128:2:2:2:2
+    python benchmarks/g2p_sizes.py --sizes 96:2:2:4:1 96:2:2:2:1 128:2:2:2:1 96:2:2:2:2 96:2:2:2:3 \\
+        128:2:2:2:2 96:4:2:2:2 96:3:2:2:2 96:3:2:2:3 --out bigmodel_lib/results/g2p_sizes_cpu.json
     python benchmarks/g2p_sizes.py --sizes 256:2:2:4:50 --batch-size 512 --lr 1.5e-3 --dropout 0.1   # the GPU config
 
 A size is ``d_model:encoder_layers:decoder_layers:ff_multiple:epochs``.
@@ -19,6 +23,10 @@ Chapter 4, section 4.5 (choosing the model's size).
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
+import platform
 import time
 
 import torch
@@ -49,6 +57,7 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on CPU (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="also write the results as JSON to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,6 +75,7 @@ def main() -> None:
 
     print(f"{'d_model':>7} {'enc':>3} {'dec':>3} {'d_ff':>5} {'epochs':>6} {'params':>9} {'train s':>8} "
           f"{'words/s':>8} {'val WER':>8} {'val PER':>8}")
+    rows = []
     for d_model, enc, dec, ff, epochs in args.sizes:
         seed_everything(0)
         config = Seq2SeqConfig(
@@ -84,9 +94,24 @@ def main() -> None:
         outputs = pronounce(model, scored, letters, phonemes)
         closest = closest_references(outputs, references)
         params = sum(p.numel() for p in model.parameters())
+        wer, per = sequence_error_rate(outputs, closest), token_error_rate(outputs, closest)
         print(f"{d_model:>7} {enc:>3} {dec:>3} {ff * d_model:>5} {epochs:>6} {params:>9,} {seconds:>8.0f} "
-              f"{epochs * len(train) / seconds:>8,.0f} {sequence_error_rate(outputs, closest):>8.1%} "
-              f"{token_error_rate(outputs, closest):>8.1%}", flush=True)
+              f"{epochs * len(train) / seconds:>8,.0f} {wer:>8.1%} {per:>8.1%}", flush=True)
+        rows.append(dict(d_model=d_model, encoder_layers=enc, decoder_layers=dec, d_ff=ff * d_model, epochs=epochs,
+                         parameters=params, train_seconds=round(seconds, 1), val_wer=round(wer, 4),
+                         val_per=round(per, 4)))
+
+    if args.out:
+        machine = dict(
+            device=str(trainer.device), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+            torch=torch.__version__, python=platform.python_version(), processor=platform.processor() or platform.machine(),
+        )
+        settings = dict(heads=args.heads, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,
+                        scored_words=len(scored), date=datetime.date.today().isoformat())
+        with open(args.out, "w") as f:
+            json.dump(dict(machine=machine, settings=settings, rows=rows), f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

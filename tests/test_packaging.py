@@ -103,3 +103,33 @@ def test_runtime_dependencies_are_lower_bounds_only():
             f"runtime dependency {name} should have a lower bound only, got {spec!r}"
         )
     assert project["requires-python"] == ">=3.10,<3.14"
+
+
+def test_the_wheel_carries_every_module_and_the_measured_results(tmp_path):
+    # What Colab gets from `pip install git+...`: a wheel. Files the notebooks read
+    # through importlib.resources (bigmodel_lib/results/*.json) must be inside it.
+    import subprocess
+    import sys
+    import zipfile
+
+    import shutil
+
+    pytest.importorskip("setuptools")
+    source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
+    shutil.copytree(ROOT / "bigmodel_lib", source / "bigmodel_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+         str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("bigmodel_lib-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        str(p.relative_to(ROOT)).replace("\\", "/")
+        for pattern in ("bigmodel_lib/**/*.py", "bigmodel_lib/results/*.json")
+        for p in ROOT.glob(pattern)
+    }
+    assert expected and expected <= names, sorted(expected - names)

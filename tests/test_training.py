@@ -311,6 +311,29 @@ def test_models_returning_logits_and_loss_train_with_the_defaults():
     assert (outputs.argmax(-1) == targets).float().mean() > 0.9
 
 
+def test_tensor_datasets_take_the_batched_fast_path_with_the_same_batches():
+    class PerSample(Dataset):  # the same data, but only readable one sample at a time
+        def __init__(self, data):
+            self.data = data
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            return self.data[i]
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
+    histories = []
+    for wrapped in (data, PerSample(data)):
+        torch.manual_seed(1)
+        trainer = Trainer(nn.Linear(3, 2), quiet(epochs=3, batch_size=16, seed=5))
+        histories.append(trainer.fit(wrapped, wrapped))
+    fast, slow = histories
+    assert len(fast.step_loss) == 3 * 7
+    assert fast.step_loss == slow.step_loss and fast.val_loss == slow.val_loss  # same batches, same order
+
+
 def test_evaluate_without_a_metric_returns_only_the_loss():
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 3), torch.randint(0, 2, (32,)))
