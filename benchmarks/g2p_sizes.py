@@ -32,7 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bigmodel_lib import TrainConfig, Trainer, seed_everything
+from bigmodel_lib import TrainConfig, Trainer, get_device, seed_everything
 from bigmodel_lib.g2p import G2PDataset, SymbolVocab, closest_references, g2p_loader, load_cmudict, pronounce, split_by_word
 from bigmodel_lib.metrics import sequence_error_rate, token_error_rate
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
@@ -103,7 +103,7 @@ def main() -> None:
 
     if args.out:
         machine = dict(
-            device=str(trainer.device), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
+            device=str(get_device(args.device)), cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(),
             torch=torch.__version__, python=platform.python_version(), processor=platform.processor() or platform.machine(),
         )
         settings = dict(heads=args.heads, batch_size=args.batch_size, lr=args.lr, dropout=args.dropout,

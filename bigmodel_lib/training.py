@@ -274,20 +274,16 @@ class Trainer:
             return data
         if len(data) == 0:
             raise ValueError(f"expected a non-empty {what}, got a dataset of length 0")
+        # DataLoader draws a seed from the generator every epoch, so both paths below pass it.
+        kwargs = dict(generator=self._shuffle if train else None, **dataloader_kwargs(self.device))
         if isinstance(data, TensorDataset):
             # Index the tensors with a whole batch of indices at once instead of one sample at a
             # time and stacking: the same batches in the same order (the sampler is the one
-            # DataLoader(shuffle=...) builds), many times faster for small models.
+            # DataLoader(shuffle=...) builds), faster for small models.
             order = RandomSampler(data, generator=self._shuffle) if train else SequentialSampler(data)
             batches = BatchSampler(order, self.config.batch_size, drop_last=False)
-            return DataLoader(
-                data, sampler=batches, batch_size=None, generator=self._shuffle if train else None,
-                **dataloader_kwargs(self.device),
-            )  # generator: DataLoader draws a seed from it every epoch, as in the per-sample path
-        return DataLoader(
-            data, batch_size=self.config.batch_size, shuffle=train,
-            generator=self._shuffle if train else None, **dataloader_kwargs(self.device),
-        )
+            return DataLoader(data, sampler=batches, batch_size=None, **kwargs)
+        return DataLoader(data, batch_size=self.config.batch_size, shuffle=train, **kwargs)
 
     def _split(self, batch) -> tuple[tuple, torch.Tensor]:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 
 import pytest
 import yaml
@@ -108,12 +112,6 @@ def test_runtime_dependencies_are_lower_bounds_only():
 def test_the_wheel_carries_every_module_and_the_measured_results(tmp_path):
     # What Colab gets from `pip install git+...`: a wheel. Files the notebooks read
     # through importlib.resources (bigmodel_lib/results/*.json) must be inside it.
-    import subprocess
-    import sys
-    import zipfile
-
-    import shutil
-
     pytest.importorskip("setuptools")
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
     shutil.copytree(ROOT / "bigmodel_lib", source / "bigmodel_lib", ignore=shutil.ignore_patterns("__pycache__"))
