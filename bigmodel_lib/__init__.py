@@ -17,6 +17,7 @@ from bigmodel_lib.checkpoint import (
     load_weights,
     save_checkpoint,
     save_weights,
+    unwrap_model,
 )
 from bigmodel_lib.data import (
     DatasetInfo,
@@ -38,6 +39,7 @@ from bigmodel_lib.devices import (
     seed_everything,
 )
 from bigmodel_lib.metrics import (
+    IGNORE_INDEX,
     accuracy,
     attention_flops,
     confusion_matrix,
@@ -60,7 +62,16 @@ from bigmodel_lib.plotting import (
     plot_images,
     use_book_style,
 )
-from bigmodel_lib.training import History, TrainConfig, Trainer, cross_entropy_loss, fit, warmup_cosine
+from bigmodel_lib.training import (
+    History,
+    TrainConfig,
+    Trainer,
+    cross_entropy_loss,
+    evaluation_mode,
+    fit,
+    scored_count,
+    warmup_cosine,
+)
 
 __all__ = [
     "__version__",
@@ -88,13 +99,17 @@ __all__ = [
     "fit",
     "warmup_cosine",
     "cross_entropy_loss",
+    "scored_count",
+    "evaluation_mode",
     # checkpoints (chapters 1, 5)
     "save_checkpoint",
     "load_checkpoint",
     "save_weights",
     "load_weights",
     "check_state_dict",
+    "unwrap_model",
     # metrics and counting (chapters 1-4)
+    "IGNORE_INDEX",
     "accuracy",
     "perplexity",
     "confusion_matrix",

@@ -48,6 +48,42 @@ def _atomic_write(path: str | os.PathLike, write) -> Path:
     return path
 
 
+#: Prefixes that wrappers add to every key of a state dict: ``torch.compile``
+#: (``_orig_mod.``), ``nn.DataParallel`` and ``DistributedDataParallel`` (``module.``).
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model inside ``torch.compile``, ``nn.DataParallel`` and ``DistributedDataParallel`` wrappers.
+
+    Wrappers keep the original module as an attribute (``_orig_mod`` or
+    ``module``) and prefix every key of their ``state_dict`` with its name, so a
+    file saved from a wrapped model would not load into the plain one. Every
+    save and load in this module goes through the unwrapped model, so files
+    always carry the plain model's keys. Taught in chapter 1 (checkpoints).
+    """
+    while True:
+        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
+            model = model._orig_mod
+        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def _strip_wrapper_prefixes(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the prefixes of :data:`WRAPPER_PREFIXES` when every key has one the model lacks."""
+    expected = model.state_dict()
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise ``ValueError`` listing every key and shape where ``state`` does not fit ``model``.
 
@@ -69,10 +105,17 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     if unexpected:
         problems.append(f"  in {source} but not in the model: {', '.join(unexpected)}")
     if problems:
+        prefixes = {p for p in WRAPPER_PREFIXES for k in unexpected if k.startswith(p)}
+        hint = (
+            f"\nThe file's keys start with {' / '.join(sorted(prefixes))}: it was saved from a wrapped model "
+            "(torch.compile, DataParallel); save unwrap_model(model) instead."
+            if prefixes
+            else "\nWas it saved from a model built with a different configuration?"
+        )
         raise ValueError(
             f"{source} does not fit this {type(model).__name__}; expected the model's keys and shapes, got:\n"
             + "\n".join(problems)
-            + "\nWas it saved from a model built with a different configuration?"
+            + hint
         )
 
 
@@ -130,7 +173,7 @@ def save_checkpoint(
     """
     state = {
         "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
+        "model": unwrap_model(model).state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
@@ -170,8 +213,10 @@ def load_checkpoint(
             f"expected a checkpoint in format {CHECKPOINT_FORMAT!r} at {path}, got {found}; "
             "for a bare state_dict use model.load_state_dict(torch.load(path, weights_only=True))"
         )
-    check_state_dict(model, state["model"], source=f"checkpoint {path.name}")
-    model.load_state_dict(state["model"])
+    model = unwrap_model(model)
+    weights = _strip_wrapper_prefixes(model, state["model"])
+    check_state_dict(model, weights, source=f"checkpoint {path.name}")
+    model.load_state_dict(weights)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
             continue
@@ -191,16 +236,21 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
     """Atomically write the model's weights to a safetensors file (no code, only tensors).
 
     Tied weights (one tensor under two names, as in GPT's embedding and output
-    layer) are stored once per name. Taught in chapter 5 (pretraining and fine-tuning).
+    layer) are stored once per name. A model wrapped by ``torch.compile`` or
+    ``DataParallel`` is saved with the plain model's keys (:func:`unwrap_model`). Taught in chapter 5 (pretraining and fine-tuning).
     """
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    state = unwrap_model(model).state_dict()
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     return _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load weights saved by :func:`save_weights` into ``model``, checking every key and shape first.
+
+    Either side may be wrapped (``torch.compile``, ``DataParallel``): a file whose
+    keys all carry a wrapper's prefix (``_orig_mod.``, ``module.``) loads too.
 
     Taught in chapter 5 (pretraining and fine-tuning).
     """
@@ -209,7 +259,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a safetensors file at {path}, got no such file")
-    state = load_file(path)
-    check_state_dict(model, state, source=f"weights file {path.name}")
-    model.load_state_dict(state)
+    state = _strip_wrapper_prefixes(unwrap_model(model), load_file(path))
+    check_state_dict(unwrap_model(model), state, source=f"weights file {path.name}")
+    unwrap_model(model).load_state_dict(state)
     return model

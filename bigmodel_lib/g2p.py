@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bigmodel_lib.metrics import edit_distance
+from bigmodel_lib.metrics import IGNORE_INDEX, edit_distance
 
 __all__ = [
     "PAD",
@@ -45,6 +45,7 @@ __all__ = [
 ]
 
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"  # ids 0, 1, 2 in every SymbolVocab (as in Seq2SeqConfig)
+PAD_ID = 0  # the id of PAD: inputs are padded with it, targets with IGNORE_INDEX
 _STRESS = re.compile(r"\d")
 _VARIANT = re.compile(r"\(\d*\)$")  # "word(2)", the second pronunciation of "word" ("word()" once digits are stripped)
 
@@ -116,7 +117,8 @@ class SymbolVocab:
     :class:`~bigmodel_lib.models.transformer.Seq2SeqConfig` expects), then the
     symbols in sorted order. ``encode(symbols, bos=..., eos=...)`` returns a list
     of ids; ``decode(ids)`` returns the symbols, skipping PAD and BOS and
-    stopping at the first EOS, so it reads a decoder's output directly.
+    stopping at the first EOS, so it reads a decoder's output directly (and a
+    target row, whose padding is ``IGNORE_INDEX``).
     Chapter 4, section 4.5 (the data).
     """
 
@@ -128,7 +130,7 @@ class SymbolVocab:
             raise ValueError("SymbolVocab: expected at least one symbol, got none")
         self.itos: list[str] = [*self.specials, *symbols]
         self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
-        self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+        self.pad_id, self.bos_id, self.eos_id = PAD_ID, 1, 2
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -149,7 +151,7 @@ class SymbolVocab:
         for i in torch.as_tensor(ids).tolist() if isinstance(ids, torch.Tensor) else ids:
             if i == self.eos_id:
                 break
-            if i not in (self.pad_id, self.bos_id):
+            if i not in (self.pad_id, self.bos_id, IGNORE_INDEX):  # IGNORE_INDEX pads target rows
                 if not 0 <= i < len(self):
                     raise ValueError(f"SymbolVocab.decode: id {i} out of range [0, {len(self)})")
                 out.append(self.itos[i])
@@ -162,8 +164,10 @@ class G2PDataset(Dataset):
     ``src`` is the word's letters then EOS; ``tgt_in`` = [BOS, p_1, ..., p_n]
     and ``tgt_out`` = [p_1, ..., p_n, EOS] (the target shifted by one: teacher
     forcing). A word with several pronunciations gives one pair per
-    pronunciation. Items are padded with id 0 to the longest word and
-    pronunciation of the dataset; :func:`g2p_loader` trims each batch.
+    pronunciation. Items are padded to the longest word and pronunciation of
+    the dataset: ``src`` and ``tgt_in`` with ``pad_id`` (0), ``tgt_out`` with
+    ``IGNORE_INDEX`` (-100), so that the default loss and every average skip
+    the padding; :func:`g2p_loader` trims each batch.
     ``pairs[i]`` is the (word, pronunciation) of item i.
     Chapter 4, section 4.5 (the data).
     """
@@ -182,9 +186,9 @@ class G2PDataset(Dataset):
         tgt = [phonemes.encode(p, bos=True) for _, p in self.pairs]  # BOS + phonemes + EOS
         self.src_lengths = torch.tensor([len(s) for s in src])  # (N,)
         self.tgt_lengths = torch.tensor([len(t) - 1 for t in tgt])  # (N,)
-        self.src = _pad(src)  # (N, S)
-        tgt = _pad(tgt)  # (N, T + 1)
-        self.tgt_in, self.tgt_out = tgt[:, :-1], tgt[:, 1:]  # (N, T) each
+        self.src = _pad(src, phonemes.pad_id)  # (N, S)
+        self.tgt_in = _pad([t[:-1] for t in tgt], phonemes.pad_id)  # (N, T): BOS, p_1 .. p_n
+        self.tgt_out = _pad([t[1:] for t in tgt], IGNORE_INDEX)  # (N, T): p_1 .. p_n, EOS
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -193,11 +197,11 @@ class G2PDataset(Dataset):
         return self.src[i], self.tgt_in[i], self.tgt_out[i]
 
 
-def _pad(sequences: list[list[int]]) -> torch.Tensor:
-    """Lists of ids -> one (N, longest) tensor, padded with id 0 (one flat copy, then a masked fill: fast)."""
+def _pad(sequences: list[list[int]], value: int) -> torch.Tensor:
+    """Lists of ids -> one (N, longest) tensor, padded with ``value`` (one flat copy, then a masked fill: fast)."""
     lengths = torch.tensor([len(s) for s in sequences])  # (N,)
     flat = torch.tensor([i for s in sequences for i in s], dtype=torch.long)  # (sum of lengths,)
-    out = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    out = torch.full((len(sequences), int(lengths.max())), value, dtype=torch.long)
     out[torch.arange(out.size(1)) < lengths[:, None]] = flat  # row-major order matches the flat list
     return out
 
@@ -205,8 +209,8 @@ def _pad(sequences: list[list[int]]) -> torch.Tensor:
 def _trim(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack a batch and cut away the columns that are padding in every row."""
     src, tgt_in, tgt_out = (torch.stack(part) for part in zip(*batch))
-    S = int((src != 0).any(dim=0).nonzero().max()) + 1  # every source ends with EOS, never padding
-    T = int((tgt_out != 0).any(dim=0).nonzero().max()) + 1  # likewise every target
+    S = int((src != PAD_ID).any(dim=0).nonzero().max()) + 1  # every source ends with EOS, never padding
+    T = int((tgt_out != IGNORE_INDEX).any(dim=0).nonzero().max()) + 1  # likewise every target
     return src[:, :S], tgt_in[:, :T], tgt_out[:, :T]
 
 

@@ -27,9 +27,41 @@ from torch import nn
 # ---------------------------------------------------------------------------
 # Classification and language-model metrics
 
+#: The one target value every loss and metric of the library skips: padding, or a
+#: position with nothing to predict. PyTorch's own default for ``F.cross_entropy``.
+IGNORE_INDEX = -100
 
-def _check_outputs_and_targets(outputs: torch.Tensor, targets: torch.Tensor, what: str) -> None:
-    """Outputs are scores (..., C) for integer targets (...); say what is wrong if not."""
+
+def check_class_indices(
+    indices: torch.Tensor, num_classes: int, what: str, name: str = "targets", ignore_index: int | None = None
+) -> None:
+    """Raise ``ValueError`` unless every value of ``indices`` is in ``[0, num_classes)`` or is ``ignore_index``.
+
+    Class labels, token ids and vocabulary ids outside their range would
+    otherwise be counted in another class's cell, read from another row of a
+    table, or stop PyTorch with a bare ``IndexError`` (on a GPU, a device-side
+    assert that ends the session). The message names the first bad value and the
+    valid range. ``what`` names the calling function, ``name`` the argument.
+    Taught in chapter 2 (evaluating a classifier); used for token ids in chapters 3 and 4.
+    """
+    if indices.numel() == 0:
+        return
+    bad = (indices < 0) | (indices >= num_classes)
+    if ignore_index is not None:
+        bad &= indices != ignore_index
+    if bad.any():
+        first = indices[bad].flatten()[0].item()
+        allowed = f" or {ignore_index} (ignored)" if ignore_index is not None else ""
+        raise ValueError(
+            f"{what}: expected {name} in [0, {num_classes}){allowed}, got {first} "
+            f"({int(bad.sum())} value(s) out of range)"
+        )
+
+
+def _check_outputs_and_targets(
+    outputs: torch.Tensor, targets: torch.Tensor, what: str, ignore_index: int | None = IGNORE_INDEX
+) -> None:
+    """Outputs are scores (..., C) for integer targets (...) in [0, C) or ``ignore_index``; say what is wrong if not."""
     if not isinstance(outputs, torch.Tensor) or not isinstance(targets, torch.Tensor):
         raise ValueError(
             f"{what}: expected torch tensors, got {type(outputs).__name__} and {type(targets).__name__}"
@@ -50,18 +82,20 @@ def _check_outputs_and_targets(outputs: torch.Tensor, targets: torch.Tensor, wha
             f"({', '.join(map(str, targets.shape))}, C) for targets of shape {tuple(targets.shape)}, "
             f"got outputs of shape {tuple(outputs.shape)}"
         )
+    check_class_indices(targets, outputs.shape[-1], what, ignore_index=ignore_index)
 
 
-def accuracy(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int | None = None) -> float:
+def accuracy(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int | None = IGNORE_INDEX) -> float:
     """Fraction of positions where the highest-scoring class is the target.
 
     ``outputs`` are scores (logits or probabilities) of shape ``(..., C)`` for
     ``targets`` of shape ``(...)``, so the same function serves image
     classification ``(B, C)`` and next-token prediction ``(B, T, V)``. Positions
-    whose target is ``ignore_index`` (padding) are not counted.
+    whose target is ``ignore_index`` (padding, :data:`IGNORE_INDEX`) are not
+    counted; any other target outside ``[0, C)`` raises ``ValueError``.
     Taught in chapter 2 (training a CNN) and chapter 4 (language models).
     """
-    _check_outputs_and_targets(outputs, targets, "accuracy")
+    _check_outputs_and_targets(outputs, targets, "accuracy", ignore_index)
     correct = outputs.argmax(dim=-1) == targets
     if ignore_index is not None:
         keep = targets != ignore_index
@@ -71,16 +105,20 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int | N
     return correct.float().mean().item()
 
 
-def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> float:
+def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> float:
     r"""Perplexity: the exponential of the mean per-token cross-entropy.
 
     .. math:: \mathrm{PPL} = \exp\Big(-\tfrac{1}{N}\sum_{i=1}^{N} \log p(x_i \mid x_{<i})\Big)
 
     A model that guesses uniformly among ``V`` tokens has perplexity ``V``; a
     perfect one has 1. ``logits`` have shape ``(B, T, V)`` (or ``(N, V)``) for
-    targets ``(B, T)`` (or ``(N,)``). Taught in chapter 4 (language models).
+    targets ``(B, T)`` (or ``(N,)``); the ``N`` tokens are those whose target is
+    not ``ignore_index``. Computed in float32 whatever the logits' dtype.
+    Taught in chapter 4 (language models).
     """
-    _check_outputs_and_targets(logits, targets, "perplexity")
+    _check_outputs_and_targets(logits, targets, "perplexity", ignore_index)
+    if ignore_index is not None and not (targets != ignore_index).any():
+        raise ValueError("perplexity: expected at least one target to score, got only ignored ones")
     nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=ignore_index)
     return math.exp(nll.item())
 
@@ -89,7 +127,8 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
     """Count matrix ``M`` with ``M[true, predicted]``: rows are targets, columns predictions.
 
     ``predictions`` are class indices of the same shape as ``targets`` (take
-    ``outputs.argmax(-1)`` first). Taught in chapter 2 (evaluating a classifier).
+    ``outputs.argmax(-1)`` first), each in ``[0, num_classes)``: a value outside
+    raises ``ValueError`` rather than being counted in another cell. Taught in chapter 2 (evaluating a classifier).
     """
     predictions, targets = torch.as_tensor(predictions), torch.as_tensor(targets)
     if predictions.shape != targets.shape:
@@ -103,7 +142,15 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
         )
     predictions, targets = predictions.reshape(-1).long().cpu(), targets.reshape(-1).long().cpu()
     if num_classes is None:
+        for name, values in (("targets", targets), ("predictions", predictions)):
+            if values.numel() and values.min() < 0:
+                raise ValueError(
+                    f"confusion_matrix: expected {name} to be class indices >= 0, got {values.min().item()}"
+                )
         num_classes = int(max(predictions.max(), targets.max()).item()) + 1 if targets.numel() else 0
+    # A value outside [0, num_classes) would land in another class's cell of the flat count.
+    check_class_indices(targets, num_classes, "confusion_matrix", "targets")
+    check_class_indices(predictions, num_classes, "confusion_matrix", "predictions")
     counts = torch.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 

@@ -152,6 +152,14 @@ def plot_images(
         if given is not None and len(given) != n:
             raise ValueError(f"plot_images: expected one of the {what} per image ({n}), got {len(given)}")
 
+    if class_names is not None:  # a negative index would silently name another class
+        for given, what in ((labels, "labels"), (predictions, "predictions")):
+            bad = [int(v) for v in (given if given is not None else []) if not 0 <= int(v) < len(class_names)]
+            if bad:
+                raise ValueError(
+                    f"plot_images: expected {what} in [0, {len(class_names)}) to index class_names, got {bad[0]}"
+                )
+
     def name(i) -> str:
         i = int(i)
         return str(class_names[i]) if class_names is not None else str(i)

@@ -123,6 +123,8 @@ class TokenWindows(Dataset):
         ids = torch.as_tensor(ids)
         if ids.dim() != 1 or ids.is_floating_point():
             raise ValueError(f"TokenWindows expects a 1-D tensor of integer ids, got {ids.dtype} of shape {tuple(ids.shape)}")
+        if ids.numel() and ids.min() < 0:
+            raise ValueError(f"TokenWindows expects token ids >= 0, got {ids.min().item()}")
         stride = block_size if stride is None else stride
         for name, value in (("block_size", block_size), ("stride", stride)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -21,6 +21,7 @@ Taught in chapter 1 (training vs inference) and used in every chapter after it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -46,7 +47,7 @@ from bigmodel_lib.devices import (
     move_to_device,
     resolve_precision,
 )
-from bigmodel_lib.metrics import _check_outputs_and_targets
+from bigmodel_lib.metrics import IGNORE_INDEX, _check_outputs_and_targets, check_class_indices
 
 with warnings.catch_warnings():
     # Without ipywidgets (the offline book has none) tqdm.auto falls back to the text
@@ -114,8 +115,9 @@ class History:
     train_metric: list[float | None] = field(default_factory=list)  # None when there is no metric
     val_metric: list[float | None] = field(default_factory=list)
     samples_per_s: list[float] = field(default_factory=list)  # training throughput
-    lr: list[float] = field(default_factory=list)  # learning rate at the end of each epoch
+    lr: list[float] = field(default_factory=list)  # learning rate of each epoch's last step
     step_loss: list[float] = field(default_factory=list)  # every optimizer step
+    step_lr: list[float] = field(default_factory=list)  # the learning rate every optimizer step used
 
     @property
     def epochs(self) -> int:
@@ -126,7 +128,8 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        return cls(**d)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fraction: float = 0.1) -> float:
@@ -142,17 +145,48 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fractio
     return min_lr_fraction + (1 - min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def cross_entropy_loss(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Mean cross-entropy of scores ``(..., C)`` against integer targets ``(...)``.
+def cross_entropy_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
+    """Mean cross-entropy of scores ``(..., C)`` against integer targets ``(...)``, in float32.
 
     The same loss for image classes ``(B, C)`` and next tokens ``(B, T, V)``;
-    targets equal to ``ignore_index`` (padding) are skipped. The engine's default
-    loss. Taught in chapter 2 (training a CNN) and chapter 4 (language models).
+    targets equal to ``ignore_index`` (padding, :data:`~bigmodel_lib.metrics.IGNORE_INDEX`)
+    are skipped, so the mean is over the scored targets. Any other target outside
+    ``[0, C)`` raises ``ValueError``. bf16 and fp16 scores are converted to
+    float32 first: a softmax over many classes summed in 8 bits of mantissa is
+    off in the second decimal. Returns a float32 scalar (float64 for float64
+    scores). The engine's default loss.
+    Taught in chapter 2 (training a CNN) and chapter 4 (language models).
     """
-    _check_outputs_and_targets(outputs, targets, "cross_entropy_loss")
+    _check_outputs_and_targets(outputs, targets, "cross_entropy_loss", ignore_index)
+    outputs = _at_least_float32(outputs)
     if outputs.ndim > 2:  # (B, T, V) -> (B*T, V): every position is one classification
         outputs, targets = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
     return F.cross_entropy(outputs, targets, ignore_index=ignore_index)
+
+
+def _at_least_float32(x):
+    """bf16/fp16 tensors (alone or in a tuple or list) as float32; everything else unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(_at_least_float32(v) for v in x)
+    return x
+
+
+def scored_count(targets: torch.Tensor) -> torch.Tensor:
+    """How many target values a mean loss averages over: those not equal to ``IGNORE_INDEX``.
+
+    Integer targets (classes, tokens) count every position except padding;
+    floating targets (regression) count every element, as ``F.mse_loss`` does.
+    The engine weights each batch's loss and metric by this count, so that an
+    average over a dataset does not depend on how it was cut into batches.
+    Returns a 0-d tensor on the targets' device. Taught in chapter 1 (training).
+    """
+    if targets.is_floating_point() or targets.is_complex():
+        return torch.tensor(targets.numel(), device=targets.device)
+    return (targets != IGNORE_INDEX).sum()
 
 
 def _default_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
@@ -170,32 +204,43 @@ def _floats(values: list) -> list[float]:
 class _Tally:
     """Per-batch results, kept on the device and summed on the CPU a few batches at a time.
 
-    ``reduce_metric(parts, sizes) -> (sum, count)`` turns the batches' metric parts
-    into numbers; the metric over everything seen is the sum of sums over the sum of counts.
+    Each batch's mean loss is weighted by the number of targets it averages over
+    (:func:`scored_count`), so the mean over everything seen is
+    sum(loss_b * n_b) / sum(n_b): the same for any batch size, with padding
+    never counted. ``reduce_metric(parts, weights) -> (sum, count)`` turns the
+    batches' metric parts into numbers; the metric is the sum of sums over the
+    sum of counts.
     """
 
     def __init__(self, reduce_metric: Callable):
         self.reduce_metric = reduce_metric
-        self.pending: list[tuple] = []  # (loss, metric part, batch size)
+        self.pending: list[tuple] = []  # (loss, metric part, scored targets, rows)
         self.loss_sum = self.metric_sum = 0.0
-        self.metric_count = self.samples = 0
+        self.metric_count = self.scored = self.samples = 0
 
-    def add(self, loss: torch.Tensor, metric_part, size: int) -> None:
-        self.pending.append((loss.detach(), metric_part, size))
+    def add(self, loss: torch.Tensor, metric_part, scored: torch.Tensor, rows: int) -> None:
+        self.pending.append((loss.detach(), metric_part, scored, rows))
 
     def flush(self) -> list[float]:
         """Add the pending batches to the sums; return their losses."""
         if not self.pending:
             return []
-        losses, parts, sizes = zip(*self.pending)
+        losses, parts, scored, rows = zip(*self.pending)
         losses = _floats(list(losses))
-        metric_sum, metric_count = self.reduce_metric(parts, sizes)
+        weights = [int(n) for n in _floats(list(scored))]
+        metric_sum, metric_count = self.reduce_metric(parts, weights)
         self.pending.clear()
-        self.loss_sum += sum(loss * size for loss, size in zip(losses, sizes))
+        # A batch with nothing to score (all padding) has a NaN mean and no weight: skip it.
+        self.loss_sum += sum(loss * n for loss, n in zip(losses, weights) if n)
         self.metric_sum += metric_sum
         self.metric_count += metric_count
-        self.samples += sum(sizes)
+        self.scored += sum(weights)
+        self.samples += sum(rows)
         return losses
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.scored if self.scored else math.nan
 
 
 def _main_output(outputs, what: str) -> torch.Tensor:
@@ -210,6 +255,22 @@ def _main_output(outputs, what: str) -> torch.Tensor:
     return outputs
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module):
+    """``with evaluation_mode(model):`` runs the block in eval mode (no dropout), then restores the training flag.
+
+    Restoring matters: a model evaluated in the middle of training must carry on
+    training with dropout, and a model the caller had put in eval mode must stay
+    there. Taught in chapter 1 (training vs inference).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _describe(tensors) -> str:
     return ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors)
 
@@ -217,14 +278,20 @@ def _describe(tensors) -> str:
 class Trainer:
     """Train and evaluate one model: progress bars, history, schedule, checkpoints.
 
-    ``loss_fn(outputs, targets)`` defaults to :func:`cross_entropy_loss`. A model
-    may return a tensor or a tuple ``(logits, ...)`` (as the GPT and the
-    encoder-decoder of chapter 4 do): the default loss, the metric and
-    :meth:`predict` then read the first element.
+    ``loss_fn(outputs, targets)`` defaults to :func:`cross_entropy_loss`; a
+    custom one must return the mean over the scored targets (those not equal to
+    ``IGNORE_INDEX``, or every element of floating targets), as PyTorch's mean
+    losses do: averages over many batches weight each batch by that count
+    (:func:`scored_count`). bf16/fp16 outputs reach the loss and the metric as
+    float32. A model may return a tensor or a tuple ``(logits, ...)`` (as the
+    GPT and the encoder-decoder of chapter 4 do): the default loss, the metric
+    and :meth:`predict` then read the first element.
     ``metric`` is ``"accuracy"`` (default), ``"perplexity"`` (exp of the mean
-    loss), ``None``, or a function ``metric(outputs, targets) -> float``
-    averaged over samples. Batches are ``(inputs..., targets)``: the model is
-    called as ``model(*inputs)``. ``optimizer`` defaults to AdamW.
+    loss per scored token), ``None``, or a function ``metric(outputs, targets)``
+    returning either a mean over the batch's scored targets (weighted like the
+    loss) or a pair ``(sum, count)`` (summed exactly, for any other unit).
+    Batches are ``(inputs..., targets)``: the model is called as
+    ``model(*inputs)``. ``optimizer`` defaults to AdamW.
     Taught in chapter 1 (training vs inference).
     """
 
@@ -310,6 +377,7 @@ class Trainer:
                     f"{type(self.model).__name__} could not take a batch of inputs with shape and dtype "
                     f"[{_describe(inputs)}] on {self.device}{hint}. PyTorch said: {exc}"
                 ) from exc
+            outputs = _at_least_float32(outputs)  # a bf16 model's logits: the loss and metric in float32
             loss = self.loss_fn(outputs, targets)
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -322,26 +390,38 @@ class Trainer:
             return None  # perplexity comes from the mean loss; None has no metric
         outputs = _main_output(outputs, "metric")
         if self.metric == "accuracy":
-            return outputs.argmax(-1), targets  # one small kernel per step (integers carry no gradient)
+            if outputs.shape[:-1] != targets.shape:
+                raise ValueError(
+                    f"accuracy: expected outputs of shape (*targets.shape, num_classes) for targets of shape "
+                    f"{tuple(targets.shape)}, got outputs of shape {tuple(outputs.shape)}"
+                )
+            # One small kernel per step (integers carry no gradient); the range check runs at the flush.
+            return outputs.argmax(-1), targets, outputs.shape[-1]
         return self.metric(outputs.detach(), targets)
 
-    def _reduce_metric(self, parts: tuple, sizes: tuple) -> tuple[float, float]:
+    def _reduce_metric(self, parts: tuple, weights: list[int]) -> tuple[float, float]:
         """(sum, count) of the metric over several batches."""
         if self.metric == "accuracy":
-            predictions = torch.cat([p.flatten() for p, _ in parts])  # flatten: (B, T) token batches
-            targets = torch.cat([t.flatten() for _, t in parts])
-            # Positions whose target is -100 (padding) are neither right nor counted.
-            correct, counted = torch.stack([(predictions == targets).sum(), (targets != -100).sum()]).tolist()
+            predictions = torch.cat([p.flatten() for p, _, _ in parts])  # flatten: (B, T) token batches
+            targets = torch.cat([t.flatten() for _, t, _ in parts])
+            check_class_indices(targets, parts[0][2], "accuracy", ignore_index=IGNORE_INDEX)
+            # Positions whose target is IGNORE_INDEX (padding) are neither right nor counted.
+            counts = torch.stack([(predictions == targets).sum(), (targets != IGNORE_INDEX).sum()])
+            correct, counted = counts.tolist()
             return correct, counted
-        if callable(self.metric):  # a mean per batch, weighted by the batch size
-            return sum(v * n for v, n in zip(_floats(list(parts)), sizes)), sum(sizes)
+        if callable(self.metric):
+            if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in parts):  # (sum, count) pairs
+                sums, counts = zip(*parts)
+                return sum(_floats(list(sums))), sum(_floats(list(counts)))
+            values = _floats(list(parts))  # means over each batch's scored targets
+            return sum(v * n for v, n in zip(values, weights) if n), sum(weights)
         return 0.0, 0
 
     def _epoch_metric(self, tally: _Tally) -> float | None:
         if self.metric is None:
             return None
         if self.metric == "perplexity":
-            return math.exp(min(tally.loss_sum / tally.samples, 700.0))  # exp overflows a float beyond ~709
+            return math.exp(min(tally.mean_loss, 700.0))  # exp overflows a float beyond ~709
         return tally.metric_sum / max(tally.metric_count, 1)
 
     # -- epochs ---------------------------------------------------------------
@@ -360,12 +440,13 @@ class Trainer:
             if cfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.history.step_lr.append(self.optimizer.param_groups[0]["lr"])  # the rate this update uses
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             self.step += 1
             # The numbers stay on the device: reading a GPU loss every step would stall the GPU.
-            tally.add(loss, self._batch_metric(outputs, targets), targets.shape[0])
+            tally.add(loss, self._batch_metric(outputs, targets), scored_count(targets), targets.shape[0])
             bar.update()
             if len(tally.pending) == cfg.log_every:
                 self._flush(tally, bar)
@@ -373,7 +454,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()  # so the clock measures the work, not its queueing
         seconds = time.perf_counter() - start
-        return tally.loss_sum / tally.samples, self._epoch_metric(tally), tally.samples / seconds
+        return tally.mean_loss, self._epoch_metric(tally), tally.samples / seconds
 
     def _flush(self, tally: _Tally, bar) -> None:
         """Move pending step losses into the history; stop on the first NaN or infinity."""
@@ -387,27 +468,31 @@ class Trainer:
                     f"for NaN/inf, or use precision='fp32'"
                 )
         self.history.step_loss.extend(losses)
-        if tally.samples:
-            bar.set_postfix(loss=f"{tally.loss_sum / tally.samples:.4f}", refresh=False)
+        if tally.scored:
+            bar.set_postfix(loss=f"{tally.mean_loss:.4f}", refresh=False)
 
     @torch.no_grad()
     def evaluate(self, data: Dataset | DataLoader) -> dict[str, float | None]:
         """Mean loss and metric over ``data``, with the model in eval mode (no dropout, no gradients).
 
+        Means are per scored target (padding excluded), so they do not depend on
+        the batch size. The model's training flag is restored afterwards.
         Returns ``{"loss": ..., <metric name>: ...}``, or ``{"loss": ...}`` when the
         trainer has no metric. Taught in chapter 1 (training vs inference).
         """
         loader = self._loader(data, train=False, what="evaluation set")
-        self.model.eval()
         tally = _Tally(self._reduce_metric)
-        for batch in loader:
-            inputs, targets = self._split(batch)
-            loss, outputs = self._loss(inputs, targets)
-            tally.add(loss, self._batch_metric(outputs, targets), targets.shape[0])
-        tally.flush()
+        with evaluation_mode(self.model):
+            for batch in loader:
+                inputs, targets = self._split(batch)
+                loss, outputs = self._loss(inputs, targets)
+                tally.add(loss, self._batch_metric(outputs, targets), scored_count(targets), targets.shape[0])
+            tally.flush()
         if tally.samples == 0:
             raise ValueError("expected a non-empty evaluation set, got a loader with no batches")
-        result = {"loss": tally.loss_sum / tally.samples}
+        if tally.scored == 0:
+            raise ValueError(f"expected at least one scored target, got only {IGNORE_INDEX} (ignored) targets")
+        result = {"loss": tally.mean_loss}
         if self.metric is not None:
             result[self.metric_name] = self._epoch_metric(tally)
         return result
@@ -418,16 +503,17 @@ class Trainer:
 
         For a classifier, ``outputs.argmax(-1)`` are the predicted classes (e.g. for
         :func:`bigmodel_lib.plot_confusion_matrix`). A model that returns a tuple
-        such as ``(logits, loss)`` contributes its first element. Taught in chapter 2.
+        such as ``(logits, loss)`` contributes its first element. Runs in eval
+        mode and restores the model's training flag. Taught in chapter 2.
         """
         loader = self._loader(data, train=False, what="prediction set")
-        self.model.eval()
         outputs, targets = [], []
-        for batch in loader:
-            inputs, target = self._split(batch)
-            with self._autocast:
-                outputs.append(_main_output(self._forward(*inputs), "predict").float().cpu())
-            targets.append(target.cpu())
+        with evaluation_mode(self.model):
+            for batch in loader:
+                inputs, target = self._split(batch)
+                with self._autocast:
+                    outputs.append(_main_output(self._forward(*inputs), "predict").float().cpu())
+                targets.append(target.cpu())
         return torch.cat(outputs), torch.cat(targets)
 
     # -- the run ----------------------------------------------------------------
@@ -470,7 +556,7 @@ class Trainer:
                 h.train_loss.append(train_loss)
                 h.train_metric.append(train_metric)
                 h.samples_per_s.append(speed)
-                h.lr.append(self.scheduler.get_last_lr()[0])
+                h.lr.append(h.step_lr[-1])
                 if val_data is not None:
                     result = self.evaluate(val_data)
                     h.val_loss.append(result["loss"])

@@ -183,9 +183,14 @@ def test_learning_rate_follows_the_schedule_during_fit():
     data = TensorDataset(torch.randn(64, 8), torch.randint(0, 2, (64,)))
     trainer = Trainer(nn.Linear(8, 2), quiet(epochs=4, batch_size=16, lr=0.1, warmup_fraction=0.25, min_lr_fraction=0.1))
     history = trainer.fit(data)
-    # 16 steps: 4 of warmup, then cosine from 0.1 down to 0.01 at the last step.
-    assert history.lr[0] == pytest.approx(0.1 * warmup_cosine(4, 4, 16, 0.1))
-    assert history.lr[-1] == pytest.approx(0.01)
+    # 16 steps: 4 of warmup, then cosine from 0.1 towards 0.01 (reached at step 16, one past the last).
+    expected = [0.1 * warmup_cosine(step, 4, 16, 0.1) for step in range(16)]
+    assert history.step_lr == pytest.approx(expected)  # the rate each update used, step 0 included
+    assert history.step_lr[0] == pytest.approx(0.1 / 4) and max(history.step_lr) == pytest.approx(0.1)
+    assert history.lr == pytest.approx(expected[3::4])  # per epoch: the rate of its last step
+    # No warmup and no decay: every step uses the configured rate.
+    flat = Trainer(nn.Linear(8, 2), quiet(epochs=1, batch_size=16, lr=0.03, warmup_fraction=0.0, min_lr_fraction=1.0))
+    assert flat.fit(data).step_lr == pytest.approx([0.03] * 4)
 
 
 def test_gradient_clipping_bounds_the_update():

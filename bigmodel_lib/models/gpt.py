@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import scaled_dot_product_attention
 from bigmodel_lib.models.transformer import in_eval_mode
 
@@ -119,7 +120,8 @@ class GPT(nn.Module):
 
     ``forward(idx, targets=None)`` maps token ids (B, T) to next-token logits
     (B, T, vocab_size) and, given ``targets`` (B, T), the cross-entropy loss
-    (ids equal to -1 are ignored). The output layer ``lm_head`` shares its
+    (positions whose target is ``IGNORE_INDEX`` = -100 are ignored; ids
+    outside ``[0, vocab_size)`` raise ``ValueError``). The output layer ``lm_head`` shares its
     weight with the token embedding ``transformer.wte`` (weight tying).
     Chapter 4, section 4.6 (GPT).
     """
@@ -181,6 +183,8 @@ class GPT(nn.Module):
                 f"and dtype {idx.dtype}"
             )
         B, T = idx.shape
+        if not torch.compiler.is_compiling():  # a data-dependent check would split the compiled graph
+            check_class_indices(idx, self.config.vocab_size, "GPT", name="token ids idx")
         if T > self.config.block_size:
             raise ValueError(
                 f"expected a sequence of at most block_size={self.config.block_size} tokens (the size of the "
@@ -197,7 +201,9 @@ class GPT(nn.Module):
                 raise ValueError(
                     f"expected targets of the same shape as idx {tuple(idx.shape)}, got {tuple(targets.shape)}"
                 )
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+            if not torch.compiler.is_compiling():
+                check_class_indices(targets, self.config.vocab_size, "GPT", "targets", ignore_index=IGNORE_INDEX)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     @in_eval_mode

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from bigmodel_lib.metrics import check_class_indices
 from bigmodel_lib.models.positional import PositionalEncoding
 
 __all__ = [
@@ -540,6 +541,7 @@ class Seed000Transformer(nn.Module):
     def _embed(self, ids: torch.Tensor, name: str) -> torch.Tensor:
         if ids.dim() != 2:
             raise ValueError(f"expected {name} token ids of shape (B, T) (batch first), got shape {tuple(ids.shape)}")
+        check_class_indices(ids, self.input_size, "Seed000Transformer", name=f"{name} token ids")
         return self.pos_encoding(self.embedding(ids) * math.sqrt(self.hidden_size))  # (B, T, C)
 
     def forward(
@@ -674,6 +676,7 @@ class Seed001Transformer(nn.Module):
                 f"expected a sequence of at most max_len={self.max_len} tokens (the size of the position table), "
                 f"got T={src.size(1)}"
             )
+        check_class_indices(src, self.input_size, "Seed001Transformer", name="src token ids")
         positions = torch.arange(src.size(1), device=src.device)  # (T,)
         x = self.embedding(src) * math.sqrt(self.hidden_size) + self.position_encoding(positions)  # (B, T, C)
         for layer in self.layers:

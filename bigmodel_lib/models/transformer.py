@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import MultiHeadAttention
 from bigmodel_lib.models.positional import PositionalEncoding
 
@@ -261,7 +262,8 @@ class Seq2SeqTransformer(nn.Module):
     ``forward(src, tgt_in, targets=None)`` takes source ids (B, S) and the
     target shifted right, ``tgt_in`` = [BOS, y_1, ..., y_{n-1}] (B, T), and
     returns logits (B, T, tgt_vocab_size) for y_1..y_n and, given ``targets``,
-    the cross-entropy loss (padding ignored). :meth:`greedy_decode` and
+    the cross-entropy loss in float32 over the targets that are not
+    ``IGNORE_INDEX`` (-100: pad ``targets`` with it, and the inputs with ``pad_id``). :meth:`greedy_decode` and
     :meth:`beam_search` generate targets for new sources.
     Chapter 4, section 4.5 (the encoder-decoder model).
     """
@@ -288,16 +290,17 @@ class Seq2SeqTransformer(nn.Module):
         for embedding in (self.src_embed, self.tgt_embed):
             nn.init.normal_(embedding.weight, mean=0.0, std=c.d_model**-0.5)
 
-    def _check_ids(self, ids: torch.Tensor, name: str) -> None:
+    def _check_ids(self, ids: torch.Tensor, name: str, vocab_size: int) -> None:
         if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
             raise ValueError(
                 f"expected {name} token ids of shape (B, T) and an integer dtype, got shape {tuple(ids.shape)} "
                 f"and dtype {ids.dtype}"
             )
+        check_class_indices(ids, vocab_size, "Seq2SeqTransformer", name=f"{name} token ids")
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Source ids (B, S) -> memory (B, S, C) and the source padding mask (B, S). Chapter 4, section 4.5."""
-        self._check_ids(src, "src")
+        self._check_ids(src, "src", self.config.src_vocab_size)
         src_padding = src == self.config.pad_id  # (B, S), True = padding
         x = self.pos_encoding(self.src_embed(src) * math.sqrt(self.config.d_model))  # (B, S, C)
         for layer in self.encoder_layers:
@@ -306,7 +309,7 @@ class Seq2SeqTransformer(nn.Module):
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_padding: torch.Tensor) -> torch.Tensor:
         """Shifted target ids (B, T) and memory (B, S, C) -> logits (B, T, tgt_vocab_size). Chapter 4, section 4.5."""
-        self._check_ids(tgt_in, "tgt_in")
+        self._check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size)
         x = self.pos_encoding(self.tgt_embed(tgt_in) * math.sqrt(self.config.d_model))  # (B, T, C)
         # Target padding only ever follows EOS, and the causal mask already hides
         # later positions from every real token, so no target padding mask is needed.
@@ -323,7 +326,10 @@ class Seq2SeqTransformer(nn.Module):
                 raise ValueError(
                     f"expected targets of the same shape as tgt_in {tuple(tgt_in.shape)}, got {tuple(targets.shape)}"
                 )
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=self.config.pad_id)
+            check_class_indices(
+                targets, self.config.tgt_vocab_size, "Seq2SeqTransformer", "targets", ignore_index=IGNORE_INDEX
+            )
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
     @in_eval_mode
@@ -366,7 +372,7 @@ class Seq2SeqTransformer(nn.Module):
         if beam_size < 1:
             raise ValueError(f"expected beam_size >= 1, got {beam_size}")
         max_len = self.config.max_len if max_len is None else max_len
-        self._check_ids(src, "src")
+        self._check_ids(src, "src", self.config.src_vocab_size)
         best = [self._beam_search_one(src[b : b + 1], beam_size, max_len, length_penalty) for b in range(src.size(0))]
         return pad_sequence(best, batch_first=True, padding_value=self.config.pad_id)
 
