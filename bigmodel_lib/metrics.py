@@ -44,7 +44,7 @@ def check_class_indices(
     valid range. ``what`` names the calling function, ``name`` the argument.
     Taught in chapter 2 (evaluating a classifier); used for token ids in chapters 3 and 4.
     """
-    if indices.numel() == 0:
+    if indices.numel() == 0 or indices.is_meta:  # meta tensors (shape-only, for counting) have no values
         return
     bad = (indices < 0) | (indices >= num_classes)
     if ignore_index is not None:

@@ -419,3 +419,10 @@ def test_mode_is_restored_when_evaluation_fails():
     with pytest.raises(ValueError):
         Trainer(model, quiet()).evaluate(TensorDataset(torch.randn(2, 3), torch.tensor([0, 9])))
     assert model.training
+
+
+def test_range_checks_let_shape_only_meta_tensors_through():
+    """Chapter 1 counts FLOPs of full-size models on the meta device, where tensors have no values to check."""
+    with torch.device("meta"):
+        logits, loss = _gpt()(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.long))
+    assert logits.shape == (2, 5, 11) and logits.is_meta and loss.is_meta
