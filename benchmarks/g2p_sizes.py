@@ -30,7 +30,6 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
 
 from bigmodel_lib import TrainConfig, Trainer, get_device, seed_everything
 from bigmodel_lib.g2p import G2PDataset, SymbolVocab, closest_references, g2p_loader, load_cmudict, pronounce, split_by_word
@@ -70,9 +69,6 @@ def main() -> None:
     scored = val_words[::3]
     references = [cmu[w] for w in scored]
 
-    def loss_fn(outputs, tgt_out):
-        return F.cross_entropy(outputs[0].flatten(0, 1), tgt_out.flatten(), ignore_index=phonemes.pad_id)
-
     print(f"{'d_model':>7} {'enc':>3} {'dec':>3} {'d_ff':>5} {'epochs':>6} {'params':>9} {'train s':>8} "
           f"{'words/s':>8} {'val WER':>8} {'val PER':>8}")
     rows = []
@@ -86,7 +82,7 @@ def main() -> None:
         trainer = Trainer(
             model,
             TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, progress=False),
-            loss_fn=loss_fn, metric=None,
+            metric=None,  # the default loss: cross-entropy of the logits, padded targets (-100) skipped
         )
         start = time.perf_counter()
         trainer.fit(g2p_loader(train, args.batch_size, shuffle=True))

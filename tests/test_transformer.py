@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch.testing import assert_close
 
+from bigmodel_lib.metrics import IGNORE_INDEX
 from bigmodel_lib.models.attention import causal_mask, padding_mask
 from bigmodel_lib.models.transformer import DecoderLayer, EncoderLayer, Seq2SeqConfig, Seq2SeqTransformer
 
@@ -138,7 +139,8 @@ def trained_reverser():
     losses = []
     for _ in range(steps):
         src, tgt = reversal_batch(64, generator)
-        _, loss = model(src, tgt[:, :-1], targets=tgt[:, 1:])  # teacher forcing: predict tgt[t+1] from tgt[..t]
+        targets = tgt[:, 1:].masked_fill(tgt[:, 1:] == PAD, IGNORE_INDEX)  # padded targets are not scored
+        _, loss = model(src, tgt[:, :-1], targets=targets)  # teacher forcing: predict tgt[t+1] from tgt[..t]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -239,3 +241,41 @@ def test_seq2seq_bad_input():
         model(torch.tensor([[3, 4]]), torch.tensor([[BOS, 3]]), targets=torch.tensor([[3, 4, EOS]]))
     with pytest.raises(ValueError, match=r"beam_size >= 1, got 0"):
         model.beam_search(torch.tensor([[3, 4]]), beam_size=0)
+
+
+# ---------------------------------------------------------------------------
+# The whole encoder-decoder against nn.Transformer, with copied weights
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # PyTorch's note about its own fast path
+def test_seq2seq_transformer_matches_nn_transformer_with_copied_weights():
+    """Embeddings and positions are ours on both sides; everything between them and the output layer is PyTorch's."""
+    torch.manual_seed(0)
+    config = Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=11, d_model=16, num_heads=4, num_encoder_layers=2,
+                           num_decoder_layers=3, d_ff=32, dropout=0.0, max_len=12)
+    ours = Seq2SeqTransformer(config).eval()
+    theirs = nn.Transformer(16, 4, num_encoder_layers=2, num_decoder_layers=3, dim_feedforward=32, dropout=0.0,
+                            batch_first=True, norm_first=True).eval()
+    for layer, torch_layer in zip(ours.encoder_layers, theirs.encoder.layers):
+        layer.load_from_torch(torch_layer)
+    for layer, torch_layer in zip(ours.decoder_layers, theirs.decoder.layers):
+        layer.load_from_torch(torch_layer)
+    ours.encoder_norm.load_state_dict(theirs.encoder.norm.state_dict())
+    ours.decoder_norm.load_state_dict(theirs.decoder.norm.state_dict())
+
+    src = torch.tensor([[3, 4, 5, 6, 2], [7, 8, 2, 0, 0]])  # the second source padded with PAD
+    tgt_in = torch.tensor([[1, 3, 9, 10], [1, 4, 5, 0]])
+    src_padding = src == config.pad_id
+    scale = config.d_model**0.5
+    with torch.no_grad():
+        hidden = theirs(
+            ours.pos_encoding(ours.src_embed(src) * scale),
+            ours.pos_encoding(ours.tgt_embed(tgt_in) * scale),
+            tgt_mask=nn.Transformer.generate_square_subsequent_mask(4, dtype=torch.bool),
+            tgt_is_causal=True,
+            src_key_padding_mask=src_padding,
+            memory_key_padding_mask=src_padding,
+        )  # (B, T, C)
+        expected = ours.generator(hidden)  # (B, T, V)
+        got, _ = ours(src, tgt_in)
+    assert_close(got, expected)
