@@ -7,9 +7,22 @@ PyTorch, and only then import the library's version.
 Organised by concept: ``devices`` (where and in what precision to compute),
 ``data`` (datasets by name), ``training`` (the engine), ``checkpoint``,
 ``metrics`` (quality, parameters, FLOPs), ``plotting`` and ``models``.
+
+Layers, lowest first. A module imports only from layers below its own: never
+sideways within its layer, never upwards, never from the package root
+(``tests/test_architecture.py`` reads this list and checks every import).
+
+1. ``_version``
+2. ``devices``: where, in what precision and in which mode (train or eval) to compute
+3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``: numbers, data and files
+4. ``plotting``, ``g2p``, ``models``: what is shown, a task's data, the models package
+5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.rnn``
+6. ``models.transformer``, ``models.gpt``, ``models.seed_transformers``
+7. ``training``: the engine
+8. the package root (this file), which re-exports what two or more chapters use
 """
 
-__version__ = "0.1.0"
+from bigmodel_lib._version import __version__
 
 from bigmodel_lib.checkpoint import (
     check_state_dict,
@@ -32,6 +45,7 @@ from bigmodel_lib.devices import (
     autocast,
     dataloader_kwargs,
     environment_report,
+    evaluation_mode,
     get_device,
     grad_scaler,
     move_to_device,
@@ -67,7 +81,6 @@ from bigmodel_lib.training import (
     TrainConfig,
     Trainer,
     cross_entropy_loss,
-    evaluation_mode,
     fit,
     scored_count,
     warmup_cosine,

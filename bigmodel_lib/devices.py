@@ -19,6 +19,9 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
+
+from bigmodel_lib._version import __version__
 
 #: Environment variable that overrides the automatic choice, e.g. ``BIGMODEL_DEVICE=cpu``.
 DEVICE_ENV_VAR = "BIGMODEL_DEVICE"
@@ -203,8 +206,6 @@ def environment_report(device: str | torch.device | None = None) -> str:
     there, and the versions of the libraries the course relies on.
     Introduced in the preface (environment check).
     """
-    from bigmodel_lib import __version__
-
     dev = get_device(device)
     lines = [
         f"bigmodel_lib {__version__}",
@@ -231,3 +232,19 @@ def environment_report(device: str | torch.device | None = None) -> str:
         )
     lines.append(f"precision    {resolve_precision(dev)} (training default on this device)")
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module):
+    """``with evaluation_mode(model):`` runs the block in eval mode (no dropout), then restores the training flag.
+
+    Restoring matters: a model evaluated in the middle of training must carry on
+    training with dropout, and a model the caller had put in eval mode must stay
+    there. Taught in chapter 1 (training vs inference); used by every method that evaluates or decodes.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

@@ -32,6 +32,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from bigmodel_lib.devices import get_device
+
 __all__ = [
     "tensor_bytes",
     "training_state",
@@ -198,8 +200,6 @@ def measure_peak_memory(
     ``held`` that ``fn`` frees (gradients set to ``None``) stop counting when
     they are freed, with both methods. Chapter 1, section 1.4 (measuring memory).
     """
-    from bigmodel_lib.devices import get_device
-
     held = list(held)
     dev = device if isinstance(device, torch.device) else get_device(device)
     held_bytes = tensor_bytes(held)

@@ -21,7 +21,6 @@ Taught in chapter 1 (training vs inference) and used in every chapter after it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -42,6 +41,7 @@ from bigmodel_lib.devices import (
     PRECISIONS,
     autocast,
     dataloader_kwargs,
+    evaluation_mode,
     get_device,
     grad_scaler,
     move_to_device,
@@ -253,22 +253,6 @@ def _main_output(outputs, what: str) -> torch.Tensor:
             f"got {type(outputs).__name__}"
         )
     return outputs
-
-
-@contextlib.contextmanager
-def evaluation_mode(model: nn.Module):
-    """``with evaluation_mode(model):`` runs the block in eval mode (no dropout), then restores the training flag.
-
-    Restoring matters: a model evaluated in the middle of training must carry on
-    training with dropout, and a model the caller had put in eval mode must stay
-    there. Taught in chapter 1 (training vs inference).
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def _describe(tensors) -> str:

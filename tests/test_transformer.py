@@ -276,6 +276,6 @@ def test_seq2seq_transformer_matches_nn_transformer_with_copied_weights():
             src_key_padding_mask=src_padding,
             memory_key_padding_mask=src_padding,
         )  # (B, T, C)
-        expected = ours.generator(hidden)  # (B, T, V)
+        expected = ours.lm_head(hidden)  # (B, T, V)
         got, _ = ours(src, tgt_in)
     assert_close(got, expected)

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bigmodel_lib.devices import get_device
+
 __all__ = [
     "causal_mask",
     "padding_mask",
@@ -326,8 +328,6 @@ def attention_cost(
     On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
     steadier times. Chapter 4, section 4.1 (the cost of attention).
     """
-    from bigmodel_lib.devices import get_device
-
     dev = get_device(device)
     element_size = torch.empty((), dtype=dtype).element_size()
     implementations = {

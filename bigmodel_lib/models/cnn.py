@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bigmodel_lib.devices import evaluation_mode
+
 __all__ = [
     "conv_output_size",
     "conv2d_loops",
@@ -390,15 +392,13 @@ def receptive_field_table(
                 calls.append((names[mod] or type(mod).__name__, mod, inputs[0].shape, output.shape))
 
             hooks.append(module.register_forward_hook(hook))
-    was_training = net.training
     try:
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
-        net.eval()  # a batch of one image: BatchNorm after a Linear would refuse it in train mode
-        with torch.no_grad():
+        # Eval mode: a batch of one image, and BatchNorm after a Linear would refuse it in train mode.
+        with evaluation_mode(net), torch.no_grad():
             net(torch.zeros(1, *input_size, device=device))
     finally:
-        net.train(was_training)
         for h in hooks:
             h.remove()
 

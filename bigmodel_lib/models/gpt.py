@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bigmodel_lib.devices import evaluation_mode
 from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import scaled_dot_product_attention
-from bigmodel_lib.models.transformer import in_eval_mode
 
 __all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT"]
 
@@ -206,7 +206,7 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
-    @in_eval_mode
+    @torch.no_grad()
     def generate(
         self,
         idx: torch.Tensor,
@@ -228,18 +228,19 @@ class GPT(nn.Module):
             raise ValueError(f"expected temperature >= 0, got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
             raise ValueError(f"expected top_k between 1 and vocab_size={self.config.vocab_size}, got {top_k}")
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # (B, <= block_size)
-            logits, _ = self(context)
-            logits = logits[:, -1, :].float()  # (B, V): the prediction for the next token
-            if temperature == 0:
-                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth_best = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1)
-                    logits = logits.masked_fill(logits < kth_best, float("-inf"))
-                probs = F.softmax(logits, dim=-1)
-                next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-            idx = torch.cat((idx, next_id), dim=1)
-        return idx
+        with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
+            for _ in range(max_new_tokens):
+                context = idx[:, -self.config.block_size :]  # (B, <= block_size)
+                logits, _ = self(context)
+                logits = logits[:, -1, :].float()  # (B, V): the prediction for the next token
+                if temperature == 0:
+                    next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth_best = torch.topk(logits, top_k).values[:, [-1]]  # (B, 1)
+                        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+                    probs = F.softmax(logits, dim=-1)
+                    next_id = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+                idx = torch.cat((idx, next_id), dim=1)
+            return idx

@@ -38,6 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from bigmodel_lib.devices import evaluation_mode
+
 __all__ = [
     "RNNCell",
     "RNN",
@@ -653,9 +655,7 @@ class CharLSTM(nn.Module):
         ids = torch.as_tensor(list(start) if not torch.is_tensor(start) else start, dtype=torch.long)
         if ids.dim() != 1 or ids.numel() == 0:
             raise ValueError(f"start must be a non-empty 1-D sequence of character ids, got shape {tuple(ids.shape)}")
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
             result = ids.tolist()
             logits, state = self(ids.to(device).unsqueeze(0))  # read the whole prompt: (1, T, V)
             for _ in range(length):
@@ -667,8 +667,6 @@ class CharLSTM(nn.Module):
                     next_id = int(torch.multinomial(probs.cpu(), 1, generator=generator))
                 result.append(next_id)
                 logits, state = self(torch.tensor([[next_id]], device=device), state)  # one step: (1, 1, V)
-        finally:
-            self.train(was_training)
         return result
 
 

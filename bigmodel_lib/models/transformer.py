@@ -12,7 +12,6 @@ are True at padding tokens.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from bigmodel_lib.devices import evaluation_mode
 from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import MultiHeadAttention
 from bigmodel_lib.models.positional import PositionalEncoding
@@ -240,22 +240,6 @@ class Seq2SeqConfig:
     eos_id: int = 2
 
 
-def in_eval_mode(method):
-    """Decorator: run a decoding method in eval mode (no dropout) without gradients, then restore the training flag."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                return method(self, *args, **kwargs)
-        finally:
-            self.train(was_training)
-
-    return wrapper
-
-
 class Seq2SeqTransformer(nn.Module):
     """Encoder-decoder Transformer: maps a source sequence to a target sequence (e.g. spelling to pronunciation).
 
@@ -284,7 +268,7 @@ class Seq2SeqTransformer(nn.Module):
         # Pre-norm layers leave their output un-normalised, so a final LayerNorm follows each stack.
         self.encoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
         self.decoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
-        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size)
+        self.lm_head = nn.Linear(c.d_model, c.tgt_vocab_size)  # the output layer: hidden state -> token logits
         # Embeddings are multiplied by sqrt(d_model) below (as in the paper), so start them
         # at std 1/sqrt(d_model): token and position vectors then have similar sizes.
         for embedding in (self.src_embed, self.tgt_embed):
@@ -315,7 +299,7 @@ class Seq2SeqTransformer(nn.Module):
         # later positions from every real token, so no target padding mask is needed.
         for layer in self.decoder_layers:
             x = layer(x, memory, memory_key_padding_mask=src_padding)
-        return self.generator(self.decoder_norm(x))  # (B, T, V)
+        return self.lm_head(self.decoder_norm(x))  # (B, T, V)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, targets: torch.Tensor | None = None):
         memory, src_padding = self.encode(src)
@@ -332,7 +316,7 @@ class Seq2SeqTransformer(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
-    @in_eval_mode
+    @torch.no_grad()
     def greedy_decode(self, src: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
         """Generate by taking the most likely next token each step.
 
@@ -340,22 +324,23 @@ class Seq2SeqTransformer(nn.Module):
         and is padded with ``pad_id`` after it (L <= ``max_len``, default
         ``config.max_len``). Runs in eval mode. Chapter 4, section 4.5 (greedy decoding).
         """
-        c = self.config
-        max_len = c.max_len if max_len is None else max_len
-        memory, src_padding = self.encode(src)
-        B = src.size(0)
-        ys = torch.full((B, 1), c.bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-        done = torch.zeros(B, dtype=torch.bool, device=src.device)
-        for _ in range(max_len - 1):
-            logits = self.decode(ys, memory, src_padding)[:, -1]  # (B, V): the last position predicts the next token
-            next_token = logits.argmax(dim=-1).masked_fill(done, c.pad_id)  # (B,)
-            ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t+1)
-            done |= next_token == c.eos_id
-            if done.all():
-                break
-        return ys
+        with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
+            c = self.config
+            max_len = c.max_len if max_len is None else max_len
+            memory, src_padding = self.encode(src)
+            B = src.size(0)
+            ys = torch.full((B, 1), c.bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+            done = torch.zeros(B, dtype=torch.bool, device=src.device)
+            for _ in range(max_len - 1):
+                logits = self.decode(ys, memory, src_padding)[:, -1]  # (B, V): the last position predicts
+                next_token = logits.argmax(dim=-1).masked_fill(done, c.pad_id)  # (B,)
+                ys = torch.cat([ys, next_token[:, None]], dim=1)  # (B, t+1)
+                done |= next_token == c.eos_id
+                if done.all():
+                    break
+            return ys
 
-    @in_eval_mode
+    @torch.no_grad()
     def beam_search(
         self, src: torch.Tensor, beam_size: int = 4, max_len: int | None = None, length_penalty: float = 0.0
     ) -> torch.Tensor:
@@ -369,12 +354,13 @@ class Seq2SeqTransformer(nn.Module):
         hypothesis per source in the format of :meth:`greedy_decode`; with
         ``beam_size=1`` it is greedy decoding. Chapter 4, section 4.5 (beam search).
         """
-        if beam_size < 1:
-            raise ValueError(f"expected beam_size >= 1, got {beam_size}")
-        max_len = self.config.max_len if max_len is None else max_len
-        self._check_ids(src, "src", self.config.src_vocab_size)
-        best = [self._beam_search_one(src[b : b + 1], beam_size, max_len, length_penalty) for b in range(src.size(0))]
-        return pad_sequence(best, batch_first=True, padding_value=self.config.pad_id)
+        with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
+            if beam_size < 1:
+                raise ValueError(f"expected beam_size >= 1, got {beam_size}")
+            max_len = self.config.max_len if max_len is None else max_len
+            self._check_ids(src, "src", self.config.src_vocab_size)
+            best = [self._beam_search_one(src[b : b + 1], beam_size, max_len, length_penalty) for b in range(src.size(0))]
+            return pad_sequence(best, batch_first=True, padding_value=self.config.pad_id)
 
     def _beam_search_one(self, src: torch.Tensor, beam_size: int, max_len: int, length_penalty: float) -> torch.Tensor:
         c = self.config
