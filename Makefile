@@ -1,8 +1,8 @@
 # Foundations of Large Models: the commands the README documents.
 #
 #   make book       create .venv, install everything, build the site (_build/html)
-#   make test       the same install, build the site, then run every test and
-#                   execute every notebook (nbval) and open the site in Chromium
+#   make test       the same install, build the site, lint (ruff), then run every
+#                   test, execute every notebook (nbval) and open the site in Chromium
 #   make lab        JupyterLab on the notebooks
 #   make notebooks  re-execute every notebook in place, top to bottom: the one
 #                   way stored outputs are produced
@@ -61,6 +61,7 @@ browser:
 	fi
 
 test: book browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lab: $(STAMP)

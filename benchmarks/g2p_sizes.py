@@ -32,7 +32,15 @@ import time
 import torch
 
 from bigmodel_lib import TrainConfig, Trainer, get_device, seed_everything
-from bigmodel_lib.g2p import G2PDataset, SymbolVocab, closest_references, g2p_loader, load_cmudict, pronounce, split_by_word
+from bigmodel_lib.g2p import (
+    G2PDataset,
+    SymbolVocab,
+    closest_references,
+    g2p_loader,
+    load_cmudict,
+    pronounce,
+    split_by_word,
+)
 from bigmodel_lib.metrics import sequence_error_rate, token_error_rate
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
 
@@ -65,7 +73,7 @@ def main() -> None:
     train_words, val_words, _ = split_by_word(cmu, fractions=(0.9, 0.05, 0.05), seed=0)
     letters = SymbolVocab(ch for word in cmu for ch in word)
     phonemes = SymbolVocab(p for prons in cmu.values() for pron in prons for p in pron)
-    train, val = G2PDataset(cmu, train_words, letters, phonemes), G2PDataset(cmu, val_words, letters, phonemes)
+    train = G2PDataset(cmu, train_words, letters, phonemes)  # the validation words are scored by decoding them
     scored = val_words[::3]
     references = [cmu[w] for w in scored]
 

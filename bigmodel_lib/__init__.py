@@ -23,7 +23,6 @@ sideways within its layer, never upwards, never from the package root
 """
 
 from bigmodel_lib._version import __version__
-
 from bigmodel_lib.checkpoint import (
     check_state_dict,
     load_checkpoint,

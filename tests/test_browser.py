@@ -19,7 +19,6 @@ import urllib.request
 
 import pytest
 import yaml
-
 from notebook_hygiene import toc_files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

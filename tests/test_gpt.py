@@ -15,7 +15,6 @@ from torch.testing import assert_close
 
 from bigmodel_lib.models.gpt import GPT, GPTConfig
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

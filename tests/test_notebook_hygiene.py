@@ -7,7 +7,6 @@ import json
 import pathlib
 
 import pytest
-
 from notebook_hygiene import MAX_NOTEBOOK_BYTES, ROOT, check_notebook, check_toc
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hygiene"

@@ -35,6 +35,12 @@ def check_readable(fig: Figure) -> None:
     assert isinstance(fig, Figure)
     assert fig.get_suptitle() or any(ax.get_title() for ax in fig.axes)
     assert fig.get_figwidth() <= PAGE_WIDTH_IN + 1.0 + 1e-9
+    colorbars = {getattr(ax, "_colorbar", None) and ax for ax in fig.axes} - {None}
+    for ax in fig.axes:
+        has_data = ax.lines or ax.collections or ax.patches or ax.images
+        if not ax.axison or not has_data or ax in colorbars:
+            continue  # image panels with their axes switched off, empty grid cells, colour bars
+        assert ax.get_xlabel() and ax.get_ylabel(), f"axes {ax.get_title()!r} without axis labels"
     fig.canvas.draw()  # rendering must not fail
 
 
@@ -127,3 +133,13 @@ def test_use_book_style_sets_the_shared_style():
         use_book_style()
         assert plt.rcParams["font.size"] == BOOK_STYLE["font.size"]
         assert tuple(plt.rcParams["figure.figsize"]) == BOOK_STYLE["figure.figsize"]
+
+
+def test_the_readability_check_catches_a_plot_without_axis_labels():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    ax.set_title("no axis labels")
+    with pytest.raises(AssertionError, match="without axis labels"):
+        check_readable(fig)
+    ax.set(xlabel="x (units)", ylabel="y (units)")
+    check_readable(fig)

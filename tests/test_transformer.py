@@ -13,7 +13,6 @@ from bigmodel_lib.metrics import IGNORE_INDEX
 from bigmodel_lib.models.attention import causal_mask, padding_mask
 from bigmodel_lib.models.transformer import DecoderLayer, EncoderLayer, Seq2SeqConfig, Seq2SeqTransformer
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
