@@ -84,6 +84,14 @@ def _strip_wrapper_prefixes(model: nn.Module, state: dict[str, torch.Tensor]) ->
     return state
 
 
+def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into the plain model inside any wrapper, after stripping wrapper prefixes and checking it."""
+    model = unwrap_model(model)
+    state = _strip_wrapper_prefixes(model, state)
+    check_state_dict(model, state, source=source)
+    model.load_state_dict(state)
+
+
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise ``ValueError`` listing every key and shape where ``state`` does not fit ``model``.
 
@@ -213,10 +221,7 @@ def load_checkpoint(
             f"expected a checkpoint in format {CHECKPOINT_FORMAT!r} at {path}, got {found}; "
             "for a bare state_dict use model.load_state_dict(torch.load(path, weights_only=True))"
         )
-    model = unwrap_model(model)
-    weights = _strip_wrapper_prefixes(model, state["model"])
-    check_state_dict(model, weights, source=f"checkpoint {path.name}")
-    model.load_state_dict(weights)
+    _load_model_state(model, state["model"], source=f"checkpoint {path.name}")
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
             continue
@@ -259,7 +264,5 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"expected a safetensors file at {path}, got no such file")
-    state = _strip_wrapper_prefixes(unwrap_model(model), load_file(path))
-    check_state_dict(unwrap_model(model), state, source=f"weights file {path.name}")
-    unwrap_model(model).load_state_dict(state)
+    _load_model_state(model, load_file(path), source=f"weights file {path.name}")
     return model

@@ -58,6 +58,16 @@ def check_class_indices(
         )
 
 
+def _check_score_shape(outputs: torch.Tensor, targets: torch.Tensor, what: str) -> None:
+    """Scores (..., C) for targets (...): one more dimension, the classes, at the end."""
+    if outputs.shape[:-1] != targets.shape or outputs.ndim != targets.ndim + 1:
+        raise ValueError(
+            f"{what}: expected outputs of shape (*targets.shape, num_classes) = "
+            f"({', '.join(map(str, targets.shape))}, C) for targets of shape {tuple(targets.shape)}, "
+            f"got outputs of shape {tuple(outputs.shape)}"
+        )
+
+
 def _check_outputs_and_targets(
     outputs: torch.Tensor, targets: torch.Tensor, what: str, ignore_index: int | None = IGNORE_INDEX
 ) -> None:
@@ -76,12 +86,7 @@ def _check_outputs_and_targets(
             f"{what}: expected integer class labels (torch.int64), got targets of dtype {targets.dtype}; "
             "convert with targets.long()"
         )
-    if outputs.shape[:-1] != targets.shape or outputs.ndim != targets.ndim + 1:
-        raise ValueError(
-            f"{what}: expected outputs of shape (*targets.shape, num_classes) = "
-            f"({', '.join(map(str, targets.shape))}, C) for targets of shape {tuple(targets.shape)}, "
-            f"got outputs of shape {tuple(outputs.shape)}"
-        )
+    _check_score_shape(outputs, targets, what)
     check_class_indices(targets, outputs.shape[-1], what, ignore_index=ignore_index)
 
 
@@ -142,11 +147,6 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
         )
     predictions, targets = predictions.reshape(-1).long().cpu(), targets.reshape(-1).long().cpu()
     if num_classes is None:
-        for name, values in (("targets", targets), ("predictions", predictions)):
-            if values.numel() and values.min() < 0:
-                raise ValueError(
-                    f"confusion_matrix: expected {name} to be class indices >= 0, got {values.min().item()}"
-                )
         num_classes = int(max(predictions.max(), targets.max()).item()) + 1 if targets.numel() else 0
     # A value outside [0, num_classes) would land in another class's cell of the flat count.
     check_class_indices(targets, num_classes, "confusion_matrix", "targets")

@@ -47,7 +47,7 @@ from bigmodel_lib.devices import (
     move_to_device,
     resolve_precision,
 )
-from bigmodel_lib.metrics import IGNORE_INDEX, _check_outputs_and_targets, check_class_indices
+from bigmodel_lib.metrics import IGNORE_INDEX, _check_outputs_and_targets, _check_score_shape, check_class_indices
 
 with warnings.catch_warnings():
     # Without ipywidgets (the offline book has none) tqdm.auto falls back to the text
@@ -128,8 +128,7 @@ class History:
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**d)
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fraction: float = 0.1) -> float:
@@ -374,11 +373,7 @@ class Trainer:
             return None  # perplexity comes from the mean loss; None has no metric
         outputs = _main_output(outputs, "metric")
         if self.metric == "accuracy":
-            if outputs.shape[:-1] != targets.shape:
-                raise ValueError(
-                    f"accuracy: expected outputs of shape (*targets.shape, num_classes) for targets of shape "
-                    f"{tuple(targets.shape)}, got outputs of shape {tuple(outputs.shape)}"
-                )
+            _check_score_shape(outputs, targets, "accuracy")
             # One small kernel per step (integers carry no gradient); the range check runs at the flush.
             return outputs.argmax(-1), targets, outputs.shape[-1]
         return self.metric(outputs.detach(), targets)
@@ -389,10 +384,8 @@ class Trainer:
             predictions = torch.cat([p.flatten() for p, _, _ in parts])  # flatten: (B, T) token batches
             targets = torch.cat([t.flatten() for _, t, _ in parts])
             check_class_indices(targets, parts[0][2], "accuracy", ignore_index=IGNORE_INDEX)
-            # Positions whose target is IGNORE_INDEX (padding) are neither right nor counted.
-            counts = torch.stack([(predictions == targets).sum(), (targets != IGNORE_INDEX).sum()])
-            correct, counted = counts.tolist()
-            return correct, counted
+            # Positions whose target is IGNORE_INDEX (padding) are never right and not among the scored.
+            return (predictions == targets).sum().item(), sum(weights)
         if callable(self.metric):
             if all(isinstance(p, (tuple, list)) and len(p) == 2 for p in parts):  # (sum, count) pairs
                 sums, counts = zip(*parts)
