@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from functools import partial
 
 import torch
@@ -40,6 +39,7 @@ from bigmodel_lib import (
     seed_everything,
     warmup_cosine,
 )
+from bigmodel_lib.timing import Stopwatch
 
 
 def make_model(hidden: int) -> nn.Module:
@@ -47,54 +47,41 @@ def make_model(hidden: int) -> nn.Module:
                          nn.Linear(hidden, 10))
 
 
-def clocks() -> tuple[float, float]:
-    return time.perf_counter(), time.process_time()
-
-
-def since(start: tuple[float, float]) -> tuple[float, float]:
-    wall, cpu = clocks()
-    return wall - start[0], cpu - start[1]
-
-
 def bare_loop(train, config: TrainConfig, hidden: int, schedule_and_clip: bool = True) -> tuple[float, float]:
     """The loop a reader would write by hand; returns (wall, CPU) seconds."""
     seed_everything(0)
     device = get_device(config.device)
-    start = clocks()
-    model = make_model(hidden).to(device)
-    loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(config.seed), **dataloader_kwargs(device))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, partial(warmup_cosine, warmup_steps=int(config.warmup_fraction * total), total_steps=total,
-                     min_lr_fraction=config.min_lr_fraction))
-    model.train()
-    for _ in range(config.epochs):
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if schedule_and_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            opt.step()
-            if schedule_and_clip:
-                sched.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return since(start)
+    with Stopwatch(device) as watch:
+        model = make_model(hidden).to(device)
+        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(config.seed), **dataloader_kwargs(device))
+        opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total = config.epochs * len(loader)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(warmup_cosine, warmup_steps=int(config.warmup_fraction * total), total_steps=total,
+                         min_lr_fraction=config.min_lr_fraction))
+        model.train()
+        for _ in range(config.epochs):
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if schedule_and_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                opt.step()
+                if schedule_and_clip:
+                    sched.step()
+    return watch.seconds, watch.cpu_seconds
 
 
 def engine(train, config: TrainConfig, hidden: int) -> tuple[float, float]:
     """The same run through ``Trainer.fit``; returns (wall, CPU) seconds."""
     seed_everything(0)
-    start = clocks()
-    trainer = Trainer(make_model(hidden), config)
-    trainer.fit(train)
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    return since(start)
+    with Stopwatch(get_device(config.device)) as watch:
+        trainer = Trainer(make_model(hidden), config)
+        trainer.fit(train)
+    return watch.seconds, watch.cpu_seconds
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import time
 
 import torch
 
@@ -43,6 +42,7 @@ from bigmodel_lib.g2p import (
 )
 from bigmodel_lib.metrics import sequence_error_rate, token_error_rate
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
+from bigmodel_lib.timing import Stopwatch
 
 
 def parse_size(text: str) -> tuple[int, int, int, int, int]:
@@ -92,9 +92,9 @@ def main() -> None:
             TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, device=args.device, progress=False),
             metric=None,  # the default loss: cross-entropy of the logits, padded targets (-100) skipped
         )
-        start = time.perf_counter()
-        trainer.fit(g2p_loader(train, args.batch_size, shuffle=True))
-        seconds = time.perf_counter() - start
+        with Stopwatch(trainer.device) as watch:
+            trainer.fit(g2p_loader(train, args.batch_size, shuffle=True))
+        seconds = watch.seconds
         outputs = pronounce(model, scored, letters, phonemes)
         closest = closest_references(outputs, references)
         params = sum(p.numel() for p in model.parameters())

@@ -1,25 +1,31 @@
 """bigmodel_lib: the helper library of *Foundations of Large Models*.
 
-Every public name says, in its docstring, which chapter of the book teaches it.
-The notebooks build each piece from its formula first, check it against
-PyTorch, and only then import the library's version.
+Every public name's docstring ends with the section of the book that
+introduces it (``Introduced in §4.2.``); ``tests/test_introduced_in.py`` checks
+that the section exists and that its chapter's code uses the name. The
+notebooks build each piece from its formula first, check it against PyTorch,
+and only then import the library's version.
 
 Organised by concept: ``devices`` (where and in what precision to compute),
-``data`` (datasets by name), ``training`` (the engine), ``checkpoint``,
-``metrics`` (quality, parameters, FLOPs), ``plotting`` and ``models``.
+``timing``, ``data`` (datasets by name), ``training`` (the engine),
+``checkpoint``, ``metrics`` (quality, parameters, FLOPs), ``plotting``,
+``probes`` (measurements inside a network), ``models`` (one file per
+architecture) and ``articles`` (the source articles' code, its defects and the
+corrected models).
 
 Layers, lowest first. A module imports only from layers below its own: never
 sideways within its layer, never upwards, never from the package root
 (``tests/test_architecture.py`` reads this list and checks every import).
 
-1. ``_version``
+1. ``_version``, ``articles.defects``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
-3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``: numbers, data and files
-4. ``plotting``, ``g2p``, ``models``: what is shown, a task's data, the models package
-5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.rnn``
-6. ``models.transformer``, ``models.gpt``, ``models.seed_transformers``
-7. ``training``: the engine
-8. the package root (this file), which re-exports what two or more chapters use
+3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``: numbers, data, files, clocks and settings
+4. ``plotting``, ``g2p``, ``models``, ``training.losses``: what is shown, a task's data, the models package, the loss
+5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
+6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``: models built on blocks, probes of them, the engine's package
+7. ``articles.replay``: reading, running and repairing the articles' code
+8. ``articles``: the articles' package, which re-exports its modules
+9. the package root (this file), which re-exports what two or more chapters use
 """
 
 from bigmodel_lib._version import __version__

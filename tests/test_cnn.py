@@ -3,7 +3,6 @@ receptive fields and the source articles' CNNs."""
 
 import math
 import random
-import re
 
 import pytest
 import torch
@@ -11,21 +10,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from bigmodel_lib.articles import CorrectedCNN
 from bigmodel_lib.models import cnn
-from bigmodel_lib.models.cnn import (
-    DCNN,
-    SeedCNN,
-    avg_pool2d,
-    conv2d,
-    conv2d_loops,
-    conv_output_size,
+from bigmodel_lib.models.cnn import avg_pool2d, conv2d, conv2d_loops, conv_output_size, max_pool2d
+from bigmodel_lib.probes import (
     format_receptive_field_table,
-    max_pool2d,
     pooling_shift_sensitivity,
     receptive_field_table,
-    seed_cnn_class,
-    seed_cnn_source,
-    seed_cnn_view_rows,
     shift_image,
 )
 
@@ -162,8 +153,8 @@ def test_pooling_shift_sensitivity_single_pixel():
 # ---------------------------------------------------------------------------
 
 
-def test_receptive_field_table_seed_cnn_by_hand():
-    rows = receptive_field_table(SeedCNN(), (3, 32, 32))
+def test_receptive_field_table_of_the_articles_cnn_by_hand():
+    rows = receptive_field_table(CorrectedCNN(), (3, 32, 32))
     # by hand: r_out = r_in + (k - 1) j_in, j_out = j_in s
     # conv1 k3: r 3, j 1 | pool k2 s2: r 4, j 2 | conv2 k3: r 4 + 2*2 = 8 | pool: r 8 + 1*2 = 10, j 4
     expected = [
@@ -177,7 +168,7 @@ def test_receptive_field_table_seed_cnn_by_hand():
     ]
     got = [(r["layer"], r["output_shape"], r["params"], r["receptive_field"]) for r in rows]
     assert got == expected
-    assert sum(r["params"] for r in rows) == sum(p.numel() for p in SeedCNN().parameters())
+    assert sum(r["params"] for r in rows) == sum(p.numel() for p in CorrectedCNN().parameters())
 
 
 def test_receptive_field_table_layer_list_with_stride_and_dilation():
@@ -200,109 +191,8 @@ def test_receptive_field_table_layer_list_with_stride_and_dilation():
 
 
 # ---------------------------------------------------------------------------
-# The source articles' networks
-# ---------------------------------------------------------------------------
-
-
-def test_seed_models_accept_their_stated_input_size():
-    torch.manual_seed(6)
-    assert SeedCNN()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    assert SeedCNN(in_channels=1, num_classes=5, input_size=(20, 28))(torch.randn(3, 1, 20, 28)).shape == (3, 5)
-    assert DCNN()(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    # flatten size = 64 * (H // 4) * (W // 4)
-    assert SeedCNN(input_size=32).fc1.in_features == 64 * 8 * 8
-    assert SeedCNN(input_size=24).fc1.in_features == 64 * 6 * 6
-    assert SeedCNN(input_size=(30, 18)).fc1.in_features == 64 * 7 * 4
-    assert DCNN().fc1.in_features == 64 * 7 * 7
-
-
-def test_fixed_models_reproduce_published_ones_at_their_sizes():
-    torch.manual_seed(7)
-    published_cnn, published_dcnn = seed_cnn_class("000")(), seed_cnn_class("001")()
-    fixed_cnn, fixed_dcnn = SeedCNN(input_size=24), DCNN()
-    fixed_cnn.load_state_dict(published_cnn.state_dict())  # same layer names, same shapes
-    fixed_dcnn.load_state_dict(published_dcnn.state_dict())
-    x = torch.randn(5, 3, 24, 24)
-    assert_close(fixed_cnn(x), published_cnn(x))
-    x = torch.randn(5, 1, 28, 28)
-    assert_close(fixed_dcnn(x), published_dcnn(x))
-
-
-def test_published_cnn_on_32x32_raises_or_changes_the_batch():
-    torch.manual_seed(8)
-    net = seed_cnn_class("000")()
-    # batch of 4: 4 * 64 * 8 * 8 = 16384 numbers are not a multiple of 64 * 6 * 6 = 2304
-    with pytest.raises(RuntimeError, match=re.escape("shape '[-1, 2304]' is invalid for input of size 16384")):
-        net(torch.randn(4, 3, 32, 32))
-    with pytest.raises(RuntimeError, match=re.escape("shape '[-1, 2304]' is invalid for input of size 4096")):
-        net(torch.randn(1, 3, 32, 32))
-    # batch of 9: 9 * 4096 = 16 * 2304, so view(-1, 2304) silently makes 16 "images"
-    assert net(torch.randn(9, 3, 32, 32)).shape == (16, 10)
-    # 48x48: side 12 after pooling, every image becomes 4 rows
-    assert net(torch.randn(2, 3, 48, 48)).shape == (8, 10)
-    # the size it was written for, and the sizes that round down to it
-    for n in (24, 25, 26, 27):
-        assert net(torch.randn(2, 3, n, n)).shape == (2, 10)
-
-
-@pytest.mark.parametrize("seed, channels", [("000", 3), ("001", 1)])
-def test_seed_cnn_view_rows_predicts_published_behaviour(seed, channels):
-    net = seed_cnn_class(seed)()
-    for n in (16, 24, 28, 32):
-        for batch in (1, 4, 9):
-            predicted = seed_cnn_view_rows(n, batch, seed)
-            x = torch.zeros(batch, channels, n, n)
-            if predicted is None:
-                with pytest.raises(RuntimeError, match="is invalid for input of size"):
-                    net(x)
-            else:
-                assert net(x).shape == (predicted, 10)
-    assert seed_cnn_view_rows(32, 49, "001") == 64
-
-
-def test_published_sources_keep_every_token():
-    def no_space(s):
-        return re.sub(r"\s+", "", s)
-
-    # seed 000 lost every line break: compare with all whitespace removed
-    assert no_space(seed_cnn_source("000")) == no_space(cnn._PUBLISHED_000)
-    # seed 001 kept its lines but lost indentation: compare line by line
-    lines = [line.strip() for line in seed_cnn_source("001").splitlines() if line.strip()]
-    assert lines == cnn._PUBLISHED_001.splitlines()
-    assert "train_loader" in seed_cnn_source("001")
-    assert "train_loader" not in seed_cnn_source("001", include_training_loop=False)
-
-
-def test_published_dcnn_training_loop_uses_undefined_train_loader():
-    namespace = {}
-    with pytest.raises(NameError, match="name 'train_loader' is not defined"):
-        exec(seed_cnn_source("001"), namespace)
-    assert "model" in namespace and "optimizer" in namespace  # everything before the loop ran
-
-
-# ---------------------------------------------------------------------------
 # Bad input: ValueErrors that name what was expected and what was received
 # ---------------------------------------------------------------------------
-
-
-def test_seed_cnn_wrong_image_size_names_expected_size():
-    with pytest.raises(ValueError, match=r"built for 32x32 images \(B, 3, 32, 32\), got 28x28"):
-        SeedCNN()(torch.zeros(2, 3, 28, 28))
-
-
-def test_dcnn_wrong_image_size_names_expected_size():
-    with pytest.raises(ValueError, match=r"DCNN was built for 28x28 images \(B, 1, 28, 28\), got 32x32"):
-        DCNN()(torch.zeros(2, 1, 32, 32))
-
-
-def test_seed_cnn_wrong_channel_count():
-    with pytest.raises(ValueError, match=r"built for 3-channel images .* got 1 channels"):
-        SeedCNN()(torch.zeros(2, 1, 32, 32))
-
-
-def test_seed_cnn_single_image_without_batch():
-    with pytest.raises(ValueError, match=r"got a 3-D tensor of shape \(3, 32, 32\).*unsqueeze\(0\)"):
-        SeedCNN()(torch.zeros(3, 32, 32))
 
 
 def test_conv2d_channel_mismatch():
@@ -327,7 +217,7 @@ def test_pooling_padding_too_large():
 
 def test_receptive_field_table_bad_input_size():
     with pytest.raises(ValueError, match=r"\(C, H, W\).*got \(32, 32\)"):
-        receptive_field_table(SeedCNN(), (32, 32))
+        receptive_field_table(CorrectedCNN(), (32, 32))
 
 
 def test_every_public_name_names_its_chapter_section():

@@ -41,10 +41,10 @@ from bigmodel_lib import (
     scored_count,
     unwrap_model,
 )
+from bigmodel_lib.articles import CorrectedTransformer000, CorrectedTransformer001
 from bigmodel_lib.g2p import G2PDataset, SymbolVocab, g2p_loader
+from bigmodel_lib.models.char_lstm import CharLSTM
 from bigmodel_lib.models.gpt import GPT, GPTConfig
-from bigmodel_lib.models.rnn import CharLSTM
-from bigmodel_lib.models.seed_transformers import Seed000Transformer, Seed001Transformer
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
 from bigmodel_lib.text import CharVocab, TokenWindows
 
@@ -356,10 +356,10 @@ OUT_OF_RANGE = {
         lambda: _s2s()(torch.tensor([[3, 4]]), torch.tensor([[1, 4]]), torch.tensor([[4, 9]])), r"\[0, 9\).*got 9"),
     "Seq2SeqTransformer.beam_search: negative source id": (
         lambda: _s2s().beam_search(torch.tensor([[3, -2]])), r"got -2"),
-    "Seed000Transformer: token id == input_size": (
-        lambda: Seed000Transformer(10, 16, 1)(torch.tensor([[1, 10]]), torch.tensor([[1, 2]])), r"\[0, 10\).*got 10"),
-    "Seed001Transformer: negative token id": (
-        lambda: Seed001Transformer(10, 16, 1)(torch.tensor([[1, -4]])), r"got -4"),
+    "CorrectedTransformer000: token id == input_size": (
+        lambda: CorrectedTransformer000(10, 16, 1)(torch.tensor([[1, 10]]), torch.tensor([[1, 2]])), r"\[0, 10\).*got 10"),
+    "CorrectedTransformer001: negative token id": (
+        lambda: CorrectedTransformer001(10, 16, 1)(torch.tensor([[1, -4]])), r"got -4"),
     "CharLSTM: token id == vocab_size": (lambda: CharLSTM(5)(torch.tensor([[0, 5]])), r"\[0, 5\)"),
     "CharVocab.decode: negative id": (lambda: CharVocab("abc").decode([0, -1]), r"\[0, 3\).*-1"),
     "SymbolVocab.decode: id == len(vocab)": (lambda: _tiny_vocab().decode([3, 6]), r"6 out of range \[0, 6\)"),

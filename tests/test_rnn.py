@@ -2,7 +2,6 @@
 equations against PyTorch, gradients over time, and the LSTM applications."""
 
 import random
-import re
 
 import pytest
 import torch
@@ -10,20 +9,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from bigmodel_lib.articles import CorrectedLSTMClassifier
 from bigmodel_lib.models import rnn
-from bigmodel_lib.models.rnn import (
-    LSTM,
-    RNN,
-    CharLSTM,
-    GRUCell,
-    LSTMCell,
-    RNNCell,
-    SeedLSTMClassifier,
-    SequenceForecaster,
-    input_gradient_norms,
-    seed_lstm_source,
-    sliding_windows,
-)
+from bigmodel_lib.models.char_lstm import CharLSTM
+from bigmodel_lib.models.forecaster import SequenceForecaster, sliding_windows
+from bigmodel_lib.models.rnn import LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from bigmodel_lib.probes import input_gradient_norms
 
 
 def _random_sizes(rng):
@@ -184,59 +175,12 @@ def test_gradient_norms_equal_explicit_jacobian_and_accept_torch_modules():
     expected = jac[0].permute(1, 0, 2, 3).reshape(6, -1).norm(dim=1)
     assert_close(input_gradient_norms(model, x, batch_first=False), expected)
     # a classifier's 2-D output is y_T itself
-    assert input_gradient_norms(SeedLSTMClassifier(3, 4, 1, 2), torch.randn(2, 5, 3)).shape == (5,)
+    assert input_gradient_norms(CorrectedLSTMClassifier(3, 4, 1, 2), torch.randn(2, 5, 3)).shape == (5,)
 
 
 # ---------------------------------------------------------------------------
 # The source articles' LSTM classifier
 # ---------------------------------------------------------------------------
-
-
-def test_seed_classifier_reproduces_published_model():
-    torch.manual_seed(7)
-    namespace = {}
-    exec(seed_lstm_source("000"), namespace)
-    published = namespace["net"]  # RNN(input_size=10, hidden_size=8, num_layers=2, num_classes=2)
-    ours = SeedLSTMClassifier(input_size=10, hidden_size=8, num_layers=2, num_classes=2)
-    ours.load_state_dict(published.state_dict())  # the article's names: lstm, fc
-    x = torch.randn(3, 7, 10)
-    assert_close(ours(x), published(x))
-    assert_close(ours(x, lengths=[7, 7, 7]), published(x))  # full lengths: same as no lengths
-
-
-def test_padding_never_changes_a_sequence_result_with_lengths():
-    torch.manual_seed(8)
-    model = SeedLSTMClassifier(input_size=3, hidden_size=5, num_layers=2, num_classes=4)
-    lengths = [4, 7, 2, 5]
-    sequences = [torch.randn(n, 3) for n in lengths]
-    batch = nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=9.0)  # (4, 7, 3)
-    padded_out = model(batch, lengths=torch.tensor(lengths))
-    for i, seq in enumerate(sequences):
-        alone = model(seq.unsqueeze(0))  # (1, 4): no padding at all
-        assert_close(padded_out[i : i + 1], alone)
-        # and the amount of padding does not matter either
-        extra = torch.cat([seq, torch.full((3, 3), -5.0)]).unsqueeze(0)
-        assert_close(model(extra, lengths=[len(seq)]), alone)
-
-
-def test_published_last_column_depends_on_padding():
-    # the defect the lengths argument fixes: without it, padding is read as data
-    torch.manual_seed(9)
-    model = SeedLSTMClassifier(input_size=3, hidden_size=5, num_layers=1, num_classes=2)
-    seq = torch.randn(3, 3)
-    padded = torch.cat([seq, torch.zeros(2, 3)]).unsqueeze(0)
-    assert not torch.allclose(model(padded), model(seq.unsqueeze(0)), atol=1e-4)
-
-
-def test_published_lstm_sources_keep_every_token_and_001_needs_train_loader():
-    no_space = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
-    assert no_space(seed_lstm_source("000")) == no_space(rnn._PUBLISHED_000_RNN)
-    lines = [line.strip() for line in seed_lstm_source("001").splitlines() if line.strip()]
-    assert lines == rnn._PUBLISHED_001_RNN.splitlines()
-    namespace = {}
-    with pytest.raises(NameError, match="name 'train_loader' is not defined"):
-        exec(seed_lstm_source("001"), namespace)
-    exec(seed_lstm_source("001", include_training_loop=False), {})  # the model part runs
 
 
 # ---------------------------------------------------------------------------
@@ -327,24 +271,6 @@ def test_rnn_wrong_initial_state_shape():
 def test_lstm_wrong_feature_size():
     with pytest.raises(ValueError, match=r"LSTM was built for input_size=4 .* got 2 features"):
         LSTM(4, 4)(torch.zeros(3, 2, 2))
-
-
-def test_classifier_lengths_longer_than_sequence():
-    model = SeedLSTMClassifier(3, 4, 1, 2)
-    with pytest.raises(ValueError, match=r"between 1 and the padded length T=5, got \[5, 6\]"):
-        model(torch.zeros(2, 5, 3), lengths=[5, 6])
-
-
-def test_classifier_wrong_number_of_lengths():
-    model = SeedLSTMClassifier(3, 4, 1, 2)
-    with pytest.raises(ValueError, match=r"one length per sequence, shape \(2,\), got shape \(3,\)"):
-        model(torch.zeros(2, 5, 3), lengths=[5, 4, 3])
-
-
-def test_classifier_zero_length():
-    model = SeedLSTMClassifier(3, 4, 1, 2)
-    with pytest.raises(ValueError, match=r"between 1 and .* got \[0, 4\]"):
-        model(torch.zeros(2, 5, 3), lengths=torch.tensor([0, 4]))
 
 
 def test_char_lstm_rejects_float_and_out_of_vocabulary_input():

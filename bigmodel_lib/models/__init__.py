@@ -1,5 +1,8 @@
-"""Models of the course, one concept per file: CNNs (chapter 2), RNNs and LSTMs
-(chapter 3), attention, Transformers and GPT (chapter 4).
+"""Models of the course, one concept per file: convolution and pooling (``cnn``,
+chapter 2), recurrent cells and networks (``rnn``), a character-level language
+model (``char_lstm``) and a forecaster (``forecaster``) (chapter 3), attention,
+positional encodings, the encoder-decoder Transformer and the GPT (chapter 4).
 
-Import from the submodules, e.g. ``from bigmodel_lib.models.cnn import DCNN``.
+Import from the submodules, e.g. ``from bigmodel_lib.models.rnn import LSTM``.
+The source articles' models, corrected, are in :mod:`bigmodel_lib.articles`.
 """

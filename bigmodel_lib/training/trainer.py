@@ -1,44 +1,22 @@
-"""The training engine every chapter uses: a small ``Trainer`` and a ``fit`` function.
-
-One loop, written out so it can be read top to bottom (``Trainer._train_epoch``)::
-
-    for inputs..., targets in loader:
-        with autocast:                              # bf16 / fp16 / fp32, chosen in devices.py
-            loss = loss_fn(model(*inputs), targets)
-        scaler.scale(loss).backward()               # scaling is a no-op unless fp16
-        clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer); scaler.update()
-        scheduler.step()                            # warmup, then cosine decay
-
-Around it: a progress bar per epoch, evaluation on a validation set, a history
-of loss, metric and throughput, early stopping, checkpoints after every epoch
-and resuming from them. Classification works out of the box (cross-entropy,
-accuracy); language models pass ``metric="perplexity"`` and sequence models
-their own ``loss_fn`` and ``metric``.
-
-Taught in chapter 1 (training vs inference) and used in every chapter after it.
-"""
+"""``Trainer`` and ``fit``: the loop of :mod:`bigmodel_lib.training`, its evaluation,
+prediction, early stopping and checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 
 from bigmodel_lib.checkpoint import load_checkpoint, save_checkpoint
 from bigmodel_lib.devices import (
-    PRECISIONS,
     autocast,
     dataloader_kwargs,
     evaluation_mode,
@@ -47,7 +25,17 @@ from bigmodel_lib.devices import (
     move_to_device,
     resolve_precision,
 )
-from bigmodel_lib.metrics import IGNORE_INDEX, _check_outputs_and_targets, _check_score_shape, check_class_indices
+from bigmodel_lib.metrics import IGNORE_INDEX, _check_score_shape, check_class_indices
+from bigmodel_lib.timing import Stopwatch
+from bigmodel_lib.training.config import History, TrainConfig, warmup_cosine
+from bigmodel_lib.training.losses import (
+    _at_least_float32,
+    _default_loss,
+    _floats,
+    _main_output,
+    _Tally,
+    scored_count,
+)
 
 with warnings.catch_warnings():
     # Without ipywidgets (the offline book has none) tqdm.auto falls back to the text
@@ -57,201 +45,6 @@ with warnings.catch_warnings():
 
 #: Set to 0 to switch progress bars off, e.g. ``BIGMODEL_PROGRESS=0 pytest``.
 PROGRESS_ENV_VAR = "BIGMODEL_PROGRESS"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that shapes a training run, with defaults that run on a laptop CPU.
-
-    A GPU-sized run is another instance, e.g.
-    ``TrainConfig(batch_size=512, epochs=30, compile=True)``, not another code path.
-    Taught in chapter 1 (training vs inference).
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
-    weight_decay: float = 0.01  # AdamW's default
-    warmup_fraction: float = 0.05  # share of all steps spent ramping the learning rate up
-    min_lr_fraction: float = 0.1  # the cosine decays to lr * min_lr_fraction
-    grad_clip: float | None = 1.0  # max global gradient norm; None switches clipping off
-    precision: str = "auto"  # "auto", "fp32", "bf16" or "fp16" (see devices.resolve_precision)
-    compile: bool = False  # torch.compile the model (CUDA only)
-    patience: int | None = None  # stop after this many epochs without a better validation loss
-    checkpoint_dir: str | None = None  # write last.pt (and best.pt) here after every epoch
-    device: str | None = None  # None: CUDA, then MPS, then CPU (or $BIGMODEL_DEVICE)
-    seed: int = 0  # seeds the shuffling of the training set
-    progress: bool | None = None  # None: on, unless $BIGMODEL_PROGRESS=0
-    log_every: int = 10  # steps between progress-bar updates and NaN checks
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig: expected {name} to be an integer >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig: expected lr > 0, got {self.lr!r}")
-        for name in ("warmup_fraction", "min_lr_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"TrainConfig: expected {name} in [0, 1], got {getattr(self, name)!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"TrainConfig: expected grad_clip > 0 or None, got {self.grad_clip!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig: expected precision to be one of {PRECISIONS}, got {self.precision!r}")
-        if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"TrainConfig: expected patience to be an integer >= 1 or None, got {self.patience!r}")
-
-
-@dataclass
-class History:
-    """What happened during training, one entry per epoch (``step_loss``: one per step).
-
-    Plot it with :func:`bigmodel_lib.plot_history`. Taught in chapter 1.
-    """
-
-    metric_name: str | None = "accuracy"
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    train_metric: list[float | None] = field(default_factory=list)  # None when there is no metric
-    val_metric: list[float | None] = field(default_factory=list)
-    samples_per_s: list[float] = field(default_factory=list)  # training throughput
-    lr: list[float] = field(default_factory=list)  # learning rate of each epoch's last step
-    step_loss: list[float] = field(default_factory=list)  # every optimizer step
-    step_lr: list[float] = field(default_factory=list)  # the learning rate every optimizer step used
-
-    @property
-    def epochs(self) -> int:
-        return len(self.train_loss)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> History:
-        return cls(**d)
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fraction: float = 0.1) -> float:
-    """Learning-rate multiplier at ``step``: linear warmup, then cosine decay to ``min_lr_fraction``.
-
-    Warmup keeps the first updates small while Adam's moment estimates are still
-    noisy; the cosine then lowers the rate smoothly so training settles.
-    Taught in chapter 1 (training) and chapter 4 (training Transformers).
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_fraction + (1 - min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def cross_entropy_loss(
-    outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX
-) -> torch.Tensor:
-    """Mean cross-entropy of scores ``(..., C)`` against integer targets ``(...)``, in float32.
-
-    The same loss for image classes ``(B, C)`` and next tokens ``(B, T, V)``;
-    targets equal to ``ignore_index`` (padding, :data:`~bigmodel_lib.metrics.IGNORE_INDEX`)
-    are skipped, so the mean is over the scored targets. Any other target outside
-    ``[0, C)`` raises ``ValueError``. bf16 and fp16 scores are converted to
-    float32 first: a softmax over many classes summed in 8 bits of mantissa is
-    off in the second decimal. Returns a float32 scalar (float64 for float64
-    scores). The engine's default loss.
-    Taught in chapter 2 (training a CNN) and chapter 4 (language models).
-    """
-    _check_outputs_and_targets(outputs, targets, "cross_entropy_loss", ignore_index)
-    outputs = _at_least_float32(outputs)
-    if outputs.ndim > 2:  # (B, T, V) -> (B*T, V): every position is one classification
-        outputs, targets = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
-    return F.cross_entropy(outputs, targets, ignore_index=ignore_index)
-
-
-def _at_least_float32(x):
-    """bf16/fp16 tensors (alone or in a tuple or list) as float32; everything else unchanged."""
-    if isinstance(x, torch.Tensor):
-        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if isinstance(x, (tuple, list)):
-        return type(x)(_at_least_float32(v) for v in x)
-    return x
-
-
-def scored_count(targets: torch.Tensor) -> torch.Tensor:
-    """How many target values a mean loss averages over: those not equal to ``IGNORE_INDEX``.
-
-    Integer targets (classes, tokens) count every position except padding;
-    floating targets (regression) count every element, as ``F.mse_loss`` does.
-    The engine weights each batch's loss and metric by this count, so that an
-    average over a dataset does not depend on how it was cut into batches.
-    Returns a 0-d tensor on the targets' device. Taught in chapter 1 (training).
-    """
-    if targets.is_floating_point() or targets.is_complex():
-        return torch.tensor(targets.numel(), device=targets.device)
-    return (targets != IGNORE_INDEX).sum()
-
-
-def _default_loss(outputs, targets: torch.Tensor) -> torch.Tensor:
-    """:func:`cross_entropy_loss` of the outputs, or of the first element of a tuple ``(logits, ...)``."""
-    return cross_entropy_loss(_main_output(outputs, "loss_fn"), targets)
-
-
-def _floats(values: list) -> list[float]:
-    """Python floats from numbers or tensors; tensors come over in one device-to-host copy."""
-    if values and all(isinstance(v, torch.Tensor) for v in values):
-        return torch.stack(values).double().tolist()
-    return [float(v) for v in values]
-
-
-class _Tally:
-    """Per-batch results, kept on the device and summed on the CPU a few batches at a time.
-
-    Each batch's mean loss is weighted by the number of targets it averages over
-    (:func:`scored_count`), so the mean over everything seen is
-    sum(loss_b * n_b) / sum(n_b): the same for any batch size, with padding
-    never counted. ``reduce_metric(parts, weights) -> (sum, count)`` turns the
-    batches' metric parts into numbers; the metric is the sum of sums over the
-    sum of counts.
-    """
-
-    def __init__(self, reduce_metric: Callable):
-        self.reduce_metric = reduce_metric
-        self.pending: list[tuple] = []  # (loss, metric part, scored targets, rows)
-        self.loss_sum = self.metric_sum = 0.0
-        self.metric_count = self.scored = self.samples = 0
-
-    def add(self, loss: torch.Tensor, metric_part, scored: torch.Tensor, rows: int) -> None:
-        self.pending.append((loss.detach(), metric_part, scored, rows))
-
-    def flush(self) -> list[float]:
-        """Add the pending batches to the sums; return their losses."""
-        if not self.pending:
-            return []
-        losses, parts, scored, rows = zip(*self.pending)
-        losses = _floats(list(losses))
-        weights = [int(n) for n in _floats(list(scored))]
-        metric_sum, metric_count = self.reduce_metric(parts, weights)
-        self.pending.clear()
-        # A batch with nothing to score (all padding) has a NaN mean and no weight: skip it.
-        self.loss_sum += sum(loss * n for loss, n in zip(losses, weights) if n)
-        self.metric_sum += metric_sum
-        self.metric_count += metric_count
-        self.scored += sum(weights)
-        self.samples += sum(rows)
-        return losses
-
-    @property
-    def mean_loss(self) -> float:
-        return self.loss_sum / self.scored if self.scored else math.nan
-
-
-def _main_output(outputs, what: str) -> torch.Tensor:
-    """The tensor a metric or ``predict`` reads: the outputs, or the first element of a tuple ``(logits, ...)``."""
-    if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
-        return outputs[0]  # e.g. (logits, loss) from the GPT and encoder-decoder models of chapter 4
-    if not isinstance(outputs, torch.Tensor):
-        raise ValueError(
-            f"{what}: expected the model to return a tensor or a tuple whose first element is a tensor, "
-            f"got {type(outputs).__name__}"
-        )
-    return outputs
 
 
 def _describe(tensors) -> str:
@@ -408,30 +201,27 @@ class Trainer:
         self.model.train()
         cfg = self.config
         tally = _Tally(self._reduce_metric)
-        start = time.perf_counter()
-        for batch in loader:
-            inputs, targets = self._split(batch)
-            loss, outputs = self._loss(inputs, targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.history.step_lr.append(self.optimizer.param_groups[0]["lr"])  # the rate this update uses
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.step += 1
-            # The numbers stay on the device: reading a GPU loss every step would stall the GPU.
-            tally.add(loss, self._batch_metric(outputs, targets), scored_count(targets), targets.shape[0])
-            bar.update()
-            if len(tally.pending) == cfg.log_every:
-                self._flush(tally, bar)
-        self._flush(tally, bar)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # so the clock measures the work, not its queueing
-        seconds = time.perf_counter() - start
-        return tally.mean_loss, self._epoch_metric(tally), tally.samples / seconds
+        with Stopwatch(self.device) as watch:  # waits for the GPU before reading the clock
+            for batch in loader:
+                inputs, targets = self._split(batch)
+                loss, outputs = self._loss(inputs, targets)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if cfg.grad_clip is not None:
+                    self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.history.step_lr.append(self.optimizer.param_groups[0]["lr"])  # the rate this update uses
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.step += 1
+                # The numbers stay on the device: reading a GPU loss every step would stall the GPU.
+                tally.add(loss, self._batch_metric(outputs, targets), scored_count(targets), targets.shape[0])
+                bar.update()
+                if len(tally.pending) == cfg.log_every:
+                    self._flush(tally, bar)
+            self._flush(tally, bar)
+        return tally.mean_loss, self._epoch_metric(tally), tally.samples / watch.seconds
 
     def _flush(self, tally: _Tally, bar) -> None:
         """Move pending step losses into the history; stop on the first NaN or infinity."""
