@@ -1,11 +1,14 @@
 """How fast is the library's GPT? Its training step against plain PyTorch blocks of the same shape.
 
 One training step = forward, loss, backward and an AdamW step, on random
-token ids. The baseline builds the same network from PyTorch's own modules:
-token and position embeddings, ``nn.TransformerEncoder`` of pre-norm GELU
-layers with a causal mask, a final LayerNorm and a tied output layer. Both
-have exactly the same number of parameters (asserted), so the ratio of their
-step times is the cost (or gain) of the library's readable code.
+token ids. The baseline is the tests' reference model ``ReferenceGPT``
+(``tests/reference_models.py``), the same network built from PyTorch's own
+modules: token and position embeddings, ``nn.TransformerEncoder`` of pre-norm
+GELU layers with a causal mask, a final LayerNorm and a tied output layer.
+``tests/test_gpt.py`` checks that it computes the library GPT's function with
+copied weights; here both have exactly the same number of parameters
+(asserted), so the ratio of their step times is the cost (or gain) of the
+library's readable code.
 
 Steps are timed in interleaved rounds (library, baseline, library, ...) and
 the median is reported, because a shared machine's speed drifts. On CPU the
@@ -26,14 +29,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bigmodel_lib.devices import autocast, get_device, resolve_precision
 from bigmodel_lib.models.gpt import GPT, GPTConfig
+
+# The baseline is the reference model of the tests. tests/ is not a package, so its folder goes on the path
+# (rather than the repository root, where an installed package named ``tests`` could shadow it).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference_models import ReferenceGPT  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s, from the vendor data sheets,
 # matched against torch.cuda.get_device_name() in this order. Pass --peak-tflops for others.
@@ -43,31 +52,6 @@ PEAK_BF16_TFLOPS = (
     ("H200", 989.0),
     ("A100", 312.0),
 )
-
-
-class BaselineGPT(nn.Module):
-    """The same network as :class:`GPT`, assembled from ``nn.TransformerEncoderLayer`` (pre-norm, GELU)."""
-
-    def __init__(self, config: GPTConfig):
-        super().__init__()
-        c = config
-        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
-        self.wpe = nn.Embedding(c.block_size, c.n_embd)
-        layer = nn.TransformerEncoderLayer(
-            c.n_embd, c.n_head, 4 * c.n_embd, c.dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, c.n_layer, enable_nested_tensor=False)
-        self.ln_f = nn.LayerNorm(c.n_embd)
-        self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
-        self.wte.weight = self.lm_head.weight
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor):
-        T = idx.size(1)
-        causal = nn.Transformer.generate_square_subsequent_mask(T, device=idx.device)  # (T, T) float
-        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, C)
-        x = self.encoder(x, mask=causal, is_causal=True)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
-        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
 def peak_flops(device: torch.device, peak_tflops: float | None) -> float | None:
@@ -138,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = GPTConfig(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer,
                        n_head=args.n_head, n_embd=args.n_embd, fused_attention=not args.from_scratch_attention)
     torch.manual_seed(0)
-    library, baseline = GPT(config).to(device), BaselineGPT(config).to(device)
+    library, baseline = GPT(config).to(device), ReferenceGPT(config).to(device)
     n_params = library.num_parameters()
     assert n_params == sum(p.numel() for p in baseline.parameters()), "the two models must have the same size"
     if args.compile:

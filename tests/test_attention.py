@@ -15,6 +15,7 @@ from torch.testing import assert_close
 
 from bigmodel_lib.models.attention import (
     MultiHeadAttention,
+    attend,
     attention_cost,
     attention_weights,
     causal_mask,
@@ -105,26 +106,58 @@ def test_query_that_may_attend_to_nothing_gets_zeros_like_pytorch():
     assert_close(ours, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_attend_gives_the_same_from_scratch_and_fused(seed):
+    """One function, two paths: the fused call gets the padding and the causal mask combined into one."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    q, k, v = _random_case(rng)
+    q.requires_grad_(True)
+    B, Tk = k.size(0), k.size(2)
+    allowed = ~padding_mask(torch.randint(1, Tk + 1, (B,)), Tk)[:, None, None, :]  # (B, 1, 1, Tk)
+    for mask in (None, allowed):
+        for is_causal in (False, True):
+            scratch = attend(q, k, v, attn_mask=mask, is_causal=is_causal, fused_attention=False)
+            (grad_scratch,) = torch.autograd.grad(scratch.sum(), q)
+            fused = attend(q, k, v, attn_mask=mask, is_causal=is_causal, fused_attention=True)
+            (grad_fused,) = torch.autograd.grad(fused.sum(), q)
+            assert_close(fused, scratch)
+            assert_close(fused, scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal))
+            assert_close(grad_fused, grad_scratch)
+
+
+def test_attend_raises_the_same_errors_on_both_paths():
+    q = torch.randn(2, 3, 4)
+    for fused_attention in (False, True):
+        with pytest.raises(ValueError, match=r"attn_mask of dtype torch.bool.*got torch.int64"):
+            attend(q, q, q, attn_mask=torch.ones(3, 3, dtype=torch.long), fused_attention=fused_attention)
+        with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 5\).*got shape \(3, 3\)"):
+            k = torch.randn(2, 5, 4)
+            attend(q, k, k, attn_mask=causal_mask(3), is_causal=True, fused_attention=fused_attention)
+        with pytest.raises(ValueError, match=r"same last dimension d_k, got query \(2, 3, 4\) and key \(2, 3, 5\)"):
+            attend(q, torch.randn(2, 3, 5), torch.randn(2, 3, 5), fused_attention=fused_attention)
+
+
 # ---------------------------------------------------------------------------
 # Multi-head attention
 
 
-def _mha_pair(d_model: int, num_heads: int, seed: int):
+def _mha_pair(d_model: int, num_heads: int, seed: int, fused_attention: bool = False):
     torch.manual_seed(seed)
     theirs = nn.MultiheadAttention(d_model, num_heads, batch_first=True).eval()
-    ours = MultiHeadAttention(d_model, num_heads).load_from_torch(theirs).eval()
+    ours = MultiHeadAttention(d_model, num_heads, fused_attention=fused_attention).load_from_torch(theirs).eval()
     return ours, theirs
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize("fused", [False, True])
-def test_multi_head_attention_matches_nn_multihead_attention(seed, fused):
+@pytest.mark.parametrize("fused_attention", [False, True])
+def test_multi_head_attention_matches_nn_multihead_attention(seed, fused_attention):
     rng = random.Random(seed)
     num_heads = rng.choice([1, 2, 4])
     d_model = num_heads * rng.randint(1, 6)
     B, Tq, Tk = rng.randint(1, 3), rng.randint(1, 6), rng.randint(1, 6)
-    ours, theirs = _mha_pair(d_model, num_heads, seed)
-    ours.fused = fused
+    ours, theirs = _mha_pair(d_model, num_heads, seed, fused_attention)
+    assert ours.fused_attention is fused_attention
     query, key, value = torch.randn(B, Tq, d_model), torch.randn(B, Tk, d_model), torch.randn(B, Tk, d_model)
     key_padding = padding_mask(torch.randint(1, Tk + 1, (B,)), Tk)  # True = padding, at least one real key
     allowed = torch.rand(Tq, Tk) > 0.3
@@ -144,8 +177,8 @@ def test_multi_head_self_attention_is_causal_with_is_causal():
     x = torch.randn(2, 5, 8)
     key_padding = padding_mask([5, 3], 5)
     expected, _ = theirs(x, x, x, key_padding_mask=key_padding, attn_mask=~causal_mask(5))
-    for fused in (False, True):
-        ours.fused = fused
+    for fused_attention in (False, True):
+        ours.fused_attention = fused_attention
         assert_close(ours(x, x, x, key_padding_mask=key_padding, is_causal=True), expected)
 
 
@@ -163,6 +196,7 @@ def test_heads_are_concatenated_then_projected_by_w_o():
     """MultiHead = Concat(head_1..head_h) W^O, computed head by head."""
     torch.manual_seed(0)
     mha = MultiHeadAttention(6, 3).eval()
+    assert not mha.fused_attention  # the from-scratch attention unless asked
     x = torch.randn(2, 4, 6)
     q, k, v = mha.w_q(x), mha.w_k(x), mha.w_v(x)
     heads = [

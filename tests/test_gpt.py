@@ -1,6 +1,8 @@
 """Tests for bigmodel_lib.models.gpt (chapter 4, section 4.6): the nanoGPT layout,
-fused vs from-scratch attention, causality, sampling, bf16 autocast,
-torch.compile, a short training run and errors on bad input."""
+the same logits, loss and gradients as a reference GPT built from PyTorch's
+modules (tests/reference_models.py), fused vs from-scratch attention,
+causality, sampling, bf16 autocast, torch.compile, a short training run and
+errors on bad input."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import pathlib
 import pytest
 import torch
 import torch._dynamo
+import torch.nn as nn
+from reference_models import ReferenceGPT, gpt_to_reference_state_dict
 from torch.testing import assert_close
 
 from bigmodel_lib.models.gpt import GPT, GPTConfig
@@ -94,10 +98,44 @@ def test_fused_attention_matches_from_scratch_attention():
     assert_close(fused.transformer.h[0].attn.c_attn.weight.grad, scratch.transformer.h[0].attn.c_attn.weight.grad)
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_gpt_never_looks_ahead(fused):
+@pytest.mark.parametrize("overrides", [{}, {"fused_attention": False}, {"bias": False}])
+def test_gpt_matches_a_reference_gpt_built_from_pytorch_modules(overrides):
+    """With copied weights the library GPT and ReferenceGPT give the same logits, loss and gradients."""
     torch.manual_seed(0)
-    model = GPT(tiny(fused_attention=fused)).eval()
+    c = tiny(**overrides)
+    ours, reference = GPT(c).eval(), ReferenceGPT(c).eval()
+    # Same layer details, not looser tolerances: LayerNorm eps and the exact (erf) GELU.
+    block, layer = ours.transformer.h[0], reference.encoder.layers[0]
+    norms = (block.ln_1, block.ln_2, ours.transformer.ln_f, layer.norm1, layer.norm2, reference.ln_f)
+    assert {norm.eps for norm in norms} == {1e-5}
+    assert isinstance(layer.activation, nn.GELU) and layer.activation.approximate == block.mlp.gelu.approximate
+    reference.load_state_dict(gpt_to_reference_state_dict(ours.state_dict()))  # strict: every name mapped
+    assert reference.lm_head.weight is reference.wte.weight  # still tied after the copy
+
+    idx = torch.randint(0, c.vocab_size, (3, c.block_size))
+    targets = torch.randint(0, c.vocab_size, (3, c.block_size))
+    targets[0, :4] = -100  # ignored by both
+    logits, loss = ours(idx, targets)
+    ref_logits, ref_loss = reference(idx, targets)
+    assert_close(logits, ref_logits)
+    assert_close(loss, ref_loss)
+    loss.backward()
+    ref_loss.backward()
+    last = c.n_layer - 1
+    pairs = [
+        (ours.transformer.wte.weight, reference.wte.weight),  # tied: embedding + output layer
+        (ours.transformer.h[0].attn.c_attn.weight, reference.encoder.layers[0].self_attn.in_proj_weight),
+        (ours.transformer.h[last].mlp.c_fc.weight, reference.encoder.layers[last].linear1.weight),
+        (ours.transformer.h[last].ln_2.weight, reference.encoder.layers[last].norm2.weight),
+    ]
+    for p, ref_p in pairs:
+        assert_close(p.grad, ref_p.grad)
+
+
+@pytest.mark.parametrize("fused_attention", [True, False])
+def test_gpt_never_looks_ahead(fused_attention):
+    torch.manual_seed(0)
+    model = GPT(tiny(fused_attention=fused_attention)).eval()
     idx = torch.randint(0, 11, (2, 12))
     logits, _ = model(idx)
     for t in range(11):
@@ -194,28 +232,6 @@ def _load_benchmark():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def test_benchmark_baseline_computes_the_same_function():
-    """The benchmark compares like with like: with the library GPT's weights, the baseline gives the same logits."""
-    bench = _load_benchmark()
-    torch.manual_seed(0)
-    c = tiny()
-    ours, baseline = GPT(c).eval(), bench.BaselineGPT(c).eval()
-    with torch.no_grad():
-        baseline.wte.weight.copy_(ours.transformer.wte.weight)  # also the tied lm_head
-        baseline.wpe.weight.copy_(ours.transformer.wpe.weight)
-        for layer, block in zip(baseline.encoder.layers, ours.transformer.h):
-            layer.self_attn.in_proj_weight.copy_(block.attn.c_attn.weight)
-            layer.self_attn.in_proj_bias.copy_(block.attn.c_attn.bias)
-            layer.self_attn.out_proj.load_state_dict(block.attn.c_proj.state_dict())
-            layer.linear1.load_state_dict(block.mlp.c_fc.state_dict())
-            layer.linear2.load_state_dict(block.mlp.c_proj.state_dict())
-            layer.norm1.load_state_dict(block.ln_1.state_dict())
-            layer.norm2.load_state_dict(block.ln_2.state_dict())
-        baseline.ln_f.load_state_dict(ours.transformer.ln_f.state_dict())
-    idx = torch.randint(0, c.vocab_size, (2, 16))
-    assert_close(baseline(idx, idx)[0], ours(idx)[0])
 
 
 def test_benchmark_runs_and_reports_a_ratio(capsys):

@@ -1,8 +1,11 @@
 """Tests for bigmodel_lib.models.transformer (chapter 4, sections 4.4-4.5): encoder and
 decoder layers against PyTorch's, causality, and the encoder-decoder model with
-greedy decoding and beam search on a tiny string-reversal task."""
+greedy decoding and beam search on a tiny string-reversal task, from-scratch
+and fused attention giving the same outputs and gradients."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -10,7 +13,7 @@ import torch.nn as nn
 from torch.testing import assert_close
 
 from bigmodel_lib.metrics import IGNORE_INDEX
-from bigmodel_lib.models.attention import causal_mask, padding_mask
+from bigmodel_lib.models.attention import MultiHeadAttention, causal_mask, padding_mask
 from bigmodel_lib.models.transformer import DecoderLayer, EncoderLayer, Seq2SeqConfig, Seq2SeqTransformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,13 +25,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.mark.parametrize("norm_first", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
-def test_encoder_layer_matches_nn_transformer_encoder_layer(norm_first, activation):
+@pytest.mark.parametrize("fused_attention", [False, True])
+def test_encoder_layer_matches_nn_transformer_encoder_layer(norm_first, activation, fused_attention):
     torch.manual_seed(0)
     theirs = nn.TransformerEncoderLayer(
         16, 4, 32, dropout=0.0, activation=activation, batch_first=True, norm_first=norm_first
     ).eval()
-    ours = EncoderLayer(16, 4, 32, dropout=0.0, norm_first=norm_first, activation=activation).load_from_torch(theirs)
-    ours.eval()
+    ours = EncoderLayer(16, 4, 32, dropout=0.0, norm_first=norm_first, activation=activation,
+                        fused_attention=fused_attention).load_from_torch(theirs).eval()
+    assert ours.self_attn.fused_attention is fused_attention
     x = torch.randn(3, 6, 16)
     key_padding = padding_mask([6, 4, 1], 6)
     assert_close(ours(x), theirs(x))
@@ -36,10 +41,13 @@ def test_encoder_layer_matches_nn_transformer_encoder_layer(norm_first, activati
 
 
 @pytest.mark.parametrize("norm_first", [False, True])
-def test_decoder_layer_matches_nn_transformer_decoder_layer(norm_first):
+@pytest.mark.parametrize("fused_attention", [False, True])
+def test_decoder_layer_matches_nn_transformer_decoder_layer(norm_first, fused_attention):
     torch.manual_seed(0)
     theirs = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first).eval()
-    ours = DecoderLayer(16, 4, 32, dropout=0.0, norm_first=norm_first).load_from_torch(theirs).eval()
+    ours = DecoderLayer(16, 4, 32, dropout=0.0, norm_first=norm_first, fused_attention=fused_attention)
+    ours.load_from_torch(theirs).eval()
+    assert ours.self_attn.fused_attention is ours.cross_attn.fused_attention is fused_attention
     tgt, memory = torch.randn(3, 5, 16), torch.randn(3, 7, 16)
     memory_padding = padding_mask([7, 2, 5], 7)
     tgt_padding = padding_mask([5, 5, 3], 5)
@@ -226,6 +234,37 @@ def test_beam_search_finds_a_more_likely_output_than_greedy():
     assert model.greedy_decode(src).tolist() == [[BOS, model.A, EOS]]
     assert model.beam_search(src, beam_size=2).tolist() == [[BOS, model.B, EOS]]
     assert model.beam_search(src, beam_size=1).tolist() == [[BOS, model.A, EOS]]
+
+
+def test_seq2seq_fused_attention_gives_the_same_outputs_and_gradients():
+    """fused_attention=True runs every attention through F.scaled_dot_product_attention: same function, same weights."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), num_decoder_layers=2)
+    assert not config.fused_attention  # the from-scratch attention by default
+    scratch = Seq2SeqTransformer(config).eval()
+    fused = Seq2SeqTransformer(dataclasses.replace(config, fused_attention=True)).eval()
+    fused.load_state_dict(scratch.state_dict())
+    attentions = [m for m in fused.modules() if isinstance(m, MultiHeadAttention)]
+    assert len(attentions) == 1 + 2 * 2 and all(m.fused_attention for m in attentions)
+
+    # Padded sources (encoder self-attention and cross-attention get a padding mask), causal decoder
+    # self-attention, and a padded target so the decoder layer's own padding mask joins the causal one.
+    src = torch.tensor([[3, 4, 5, 6], [7, 3, PAD, PAD], [4, PAD, PAD, PAD]])
+    tgt_in = torch.tensor([[BOS, 6, 5, 4, 3], [BOS, 3, 7, EOS, PAD], [BOS, 4, EOS, PAD, PAD]])
+    targets = torch.tensor([[6, 5, 4, 3, EOS], [3, 7, EOS, IGNORE_INDEX, IGNORE_INDEX], [4, EOS] + [IGNORE_INDEX] * 3])
+    logits_scratch, loss_scratch = scratch(src, tgt_in, targets=targets)
+    logits_fused, loss_fused = fused(src, tgt_in, targets=targets)
+    assert_close(logits_fused, logits_scratch)
+    assert_close(loss_fused, loss_scratch)
+    loss_scratch.backward()
+    loss_fused.backward()
+    for (name, p_fused), p_scratch in zip(fused.named_parameters(), scratch.parameters()):
+        assert_close(p_fused.grad, p_scratch.grad, msg=lambda m, name=name: f"gradient of {name}: {m}")
+    memory, src_padding = scratch.encode(src)
+    x = scratch.tgt_embed(tgt_in)
+    tgt_padding = tgt_in == PAD
+    layer, fused_layer = scratch.decoder_layers[0], fused.decoder_layers[0]
+    assert_close(fused_layer(x, memory, src_padding, tgt_padding), layer(x, memory, src_padding, tgt_padding))
 
 
 def test_seq2seq_bad_input():

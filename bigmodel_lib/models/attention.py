@@ -33,6 +33,7 @@ __all__ = [
     "padding_mask",
     "attention_weights",
     "scaled_dot_product_attention",
+    "attend",
     "MultiHeadAttention",
     "attention_cost",
 ]
@@ -167,6 +168,41 @@ def scaled_dot_product_attention(
     return weights @ value  # (..., Tq, d_v)
 
 
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    fused_attention: bool = False,
+) -> torch.Tensor:
+    """Attention of every head at once, from scratch or with PyTorch's fused kernel: the one place that chooses.
+
+    ``query`` (B, nh, Tq, hs), ``key`` (B, nh, Tk, hs), ``value`` (B, nh, Tk, hs)
+    give (B, nh, Tq, hs) (other leading dimensions work too). ``attn_mask`` is
+    boolean, True = may attend, broadcasting to (B, nh, Tq, Tk); ``is_causal``
+    adds the look-ahead mask (with a mask too, a key must be allowed by both).
+    ``fused_attention=False`` runs :func:`scaled_dot_product_attention`, which
+    the reader can step through; True runs ``F.scaled_dot_product_attention``,
+    which can pick a fused kernel (FlashAttention and the like) that never
+    stores the (Tq, Tk) weights. Without dropout both give the same result (the
+    tests check it); wrong shapes or mask dtypes raise ``ValueError`` on both.
+    Chapter 4, section 4.2 (multi-head attention); the GPT of section 4.6 uses it.
+    """
+    if not fused_attention:
+        return scaled_dot_product_attention(query, key, value, attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+    _check_qkv(query, key, value)
+    if attn_mask is not None:
+        Tq, Tk = query.size(-2), key.size(-2)
+        batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2])
+        _check_attn_mask(attn_mask, torch.Size((*batch, Tq, Tk)))
+        if is_causal:  # the fused call takes a mask or is_causal, not both
+            attn_mask, is_causal = attn_mask & causal_mask(Tq, Tk, device=query.device), False
+    y = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+    return y  # (B, nh, Tq, hs)
+
+
 # ---------------------------------------------------------------------------
 # Multi-head attention
 
@@ -179,13 +215,15 @@ class MultiHeadAttention(nn.Module):
     ``head_size = d_model // num_heads`` dimensional subspace. Inputs and output
     are batch-first (B, T, C). ``key_padding_mask`` (B, Tk) is True at padding
     keys; ``attn_mask`` (Tq, Tk) or (B, nh, Tq, Tk) is True where attention is
-    allowed (see the module docstring). Set ``fused=True`` to compute the
-    attention with ``F.scaled_dot_product_attention`` instead of the
-    from-scratch function. :meth:`load_from_torch` copies the weights of an
-    ``nn.MultiheadAttention``. Chapter 4, section 4.2 (multi-head attention).
+    allowed (see the module docstring). Set ``fused_attention=True`` to compute
+    the attention with ``F.scaled_dot_product_attention`` instead of the
+    from-scratch function (see :func:`attend`). :meth:`load_from_torch` copies
+    the weights of an ``nn.MultiheadAttention``. Chapter 4, section 4.2 (multi-head attention).
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = False):
+    def __init__(
+        self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True, fused_attention: bool = False
+    ):
         super().__init__()
         if d_model % num_heads != 0:
             raise ValueError(
@@ -196,7 +234,7 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_heads
         self.head_size = d_model // num_heads
         self.dropout = dropout
-        self.fused = fused
+        self.fused_attention = fused_attention
         self.w_q = nn.Linear(d_model, d_model, bias=bias)
         self.w_k = nn.Linear(d_model, d_model, bias=bias)
         self.w_v = nn.Linear(d_model, d_model, bias=bias)
@@ -268,12 +306,7 @@ class MultiHeadAttention(nn.Module):
         k = self._split_heads(self.w_k(key))  # (B, nh, Tk, hs)
         v = self._split_heads(self.w_v(value))  # (B, nh, Tk, hs)
         dropout_p = self.dropout if self.training else 0.0
-        if self.fused:
-            if is_causal and mask is not None:  # the fused call takes a mask or is_causal, not both
-                mask, is_causal = mask & causal_mask(Tq, Tk, device=q.device), False
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
-        else:
-            y = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
+        y = attend(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p, fused_attention=self.fused_attention)
         y = y.transpose(1, 2).contiguous().view(B, Tq, C)  # (B, Tq, C): the heads concatenated
         return self.w_o(y)
 

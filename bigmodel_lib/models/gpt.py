@@ -10,7 +10,9 @@ The attention uses ``F.scaled_dot_product_attention(is_causal=True)``, which
 picks a fused kernel (FlashAttention and the like) on GPU; set
 ``GPTConfig(fused_attention=False)`` to run the from-scratch
 :func:`~bigmodel_lib.models.attention.scaled_dot_product_attention` instead.
-That flag is the only place the choice is made. The model also runs under
+Both go through :func:`~bigmodel_lib.models.attention.attend`, the one place
+the choice is made, with the flag name that ``MultiHeadAttention`` and
+``Seq2SeqConfig`` use too. The model also runs under
 ``torch.autocast(dtype=torch.bfloat16)`` and ``torch.compile``.
 """
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from bigmodel_lib.devices import evaluation_mode
 from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
-from bigmodel_lib.models.attention import scaled_dot_product_attention
+from bigmodel_lib.models.attention import attend
 
 __all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT"]
 
@@ -77,10 +79,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
         dropout_p = self.dropout if self.training else 0.0
-        if self.fused_attention:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (B, nh, T, hs)
-        else:
-            y = scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (B, nh, T, hs)
+        y = attend(q, k, v, is_causal=True, dropout_p=dropout_p, fused_attention=self.fused_attention)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
 

@@ -7,7 +7,8 @@ the tests check each layer against ``nn.TransformerEncoderLayer`` and
 ``nn.TransformerDecoderLayer`` with copied weights (``load_from_torch``).
 
 Masks follow PyTorch (see :mod:`bigmodel_lib.models.attention`): padding masks
-are True at padding tokens.
+are True at padding tokens. ``fused_attention=True`` (of a layer or :class:`Seq2SeqConfig`) runs every
+attention through ``F.scaled_dot_product_attention`` instead of the from-scratch function.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class EncoderLayer(nn.Module):
         x = x + Dropout(FFN(LayerNorm(x)))
 
     Input and output (B, T, C). Same computation as ``nn.TransformerEncoderLayer(batch_first=True)``;
-    :meth:`load_from_torch` copies its weights. Chapter 4, section 4.4 (the encoder layer).
+    :meth:`load_from_torch` copies its weights. ``fused_attention=True``: PyTorch's fused attention kernel
+    (see :func:`~bigmodel_lib.models.attention.attend`). Chapter 4, section 4.4 (the encoder layer).
     """
 
     def __init__(
@@ -87,11 +89,12 @@ class EncoderLayer(nn.Module):
         norm_first: bool = False,
         activation: str = "relu",
         layer_norm_eps: float = 1e-5,
+        fused_attention: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, fused_attention=fused_attention)
         self.feed_forward = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
@@ -145,7 +148,7 @@ class DecoderLayer(nn.Module):
     and pre-norm (``norm_first=True``) puts each LayerNorm inside the residual
     branch, as in :class:`EncoderLayer`. Input and output (B, T, C). Same
     computation as ``nn.TransformerDecoderLayer(batch_first=True)`` called with
-    a causal ``tgt_mask``. Chapter 4, section 4.4 (the decoder layer).
+    a causal ``tgt_mask``; ``fused_attention`` as in :class:`EncoderLayer`. Chapter 4, section 4.4 (the decoder layer).
     """
 
     def __init__(
@@ -157,12 +160,13 @@ class DecoderLayer(nn.Module):
         norm_first: bool = False,
         activation: str = "relu",
         layer_norm_eps: float = 1e-5,
+        fused_attention: bool = False,
     ):
         super().__init__()
         self.d_model = d_model
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, fused_attention=fused_attention)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, fused_attention=fused_attention)
         self.feed_forward = FeedForward(d_model, d_ff, dropout=dropout, activation=activation)
         self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
@@ -172,8 +176,7 @@ class DecoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
 
     def _masked_self_attention(self, x, tgt_key_padding_mask):
-        y = self.self_attn(x, x, x, key_padding_mask=tgt_key_padding_mask, is_causal=True)
-        return self.dropout1(y)
+        return self.dropout1(self.self_attn(x, x, x, key_padding_mask=tgt_key_padding_mask, is_causal=True))
 
     def _cross_attention(self, x, memory, memory_key_padding_mask):
         return self.dropout2(self.cross_attn(x, memory, memory, key_padding_mask=memory_key_padding_mask))
@@ -222,7 +225,7 @@ class Seq2SeqConfig:
     Token ids ``pad_id``, ``bos_id`` (begin of sequence) and ``eos_id`` (end)
     are shared by the source and target vocabularies. ``max_len`` bounds the
     source length and the target length including BOS and EOS.
-    Chapter 4, section 4.5 (the encoder-decoder model).
+    ``fused_attention`` picks PyTorch's fused attention kernel in every layer (same result). Chapter 4, section 4.5.
     """
 
     src_vocab_size: int = 32
@@ -238,6 +241,7 @@ class Seq2SeqConfig:
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
+    fused_attention: bool = False  # F.scaled_dot_product_attention, else the from-scratch function
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -259,12 +263,10 @@ class Seq2SeqTransformer(nn.Module):
         self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model)
         self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.d_model)
         self.pos_encoding = PositionalEncoding(c.d_model, max_len=c.max_len, dropout=c.dropout)
-        self.encoder_layers = nn.ModuleList(
-            EncoderLayer(c.d_model, c.num_heads, c.d_ff, c.dropout, c.norm_first) for _ in range(c.num_encoder_layers)
-        )
-        self.decoder_layers = nn.ModuleList(
-            DecoderLayer(c.d_model, c.num_heads, c.d_ff, c.dropout, c.norm_first) for _ in range(c.num_decoder_layers)
-        )
+        layer_args = dict(d_model=c.d_model, num_heads=c.num_heads, d_ff=c.d_ff, dropout=c.dropout,
+                          norm_first=c.norm_first, fused_attention=c.fused_attention)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(**layer_args) for _ in range(c.num_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(**layer_args) for _ in range(c.num_decoder_layers))
         # Pre-norm layers leave their output un-normalised, so a final LayerNorm follows each stack.
         self.encoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
         self.decoder_norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
