@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,6 +37,7 @@ import torch.nn as nn
 
 from bigmodel_lib.devices import autocast, get_device, resolve_precision
 from bigmodel_lib.models.gpt import GPT, GPTConfig
+from bigmodel_lib.timing import Stopwatch
 
 # The baseline is the reference model of the tests. tests/ is not a package, so its folder goes on the path
 # (rather than the repository root, where an installed package named ``tests`` could shadow it).
@@ -82,15 +82,11 @@ def make_step(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device
 
 
 def time_steps(step, n: int, device: torch.device) -> tuple[float, float]:
-    """Wall and CPU seconds per step, averaged over n steps."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+    """Wall and CPU seconds per step, averaged over n steps (the clock waits for the GPU)."""
+    with Stopwatch(device) as watch:
+        for _ in range(n):
+            step()
+    return watch.seconds / n, watch.cpu_seconds / n
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,9 +19,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from bigmodel_lib.devices import evaluation_mode
+from bigmodel_lib.devices import evaluation_mode, get_device
+from bigmodel_lib.models.attention import scaled_dot_product_attention
 from bigmodel_lib.models.cnn import _check_images, _pair, max_pool2d
+from bigmodel_lib.timing import time_call
 
 __all__ = [
     "shift_image",
@@ -29,6 +32,7 @@ __all__ = [
     "receptive_field_table",
     "format_receptive_field_table",
     "input_gradient_norms",
+    "attention_cost",
 ]
 
 
@@ -263,3 +267,60 @@ def input_gradient_norms(model: nn.Module, x: torch.Tensor, batch_first: bool = 
     per_step = squared.sum(dim=-1).sqrt()  # (B, T) or (T, B): Frobenius norm over (O, F)
     return per_step.mean(dim=0 if batch_first else 1).detach()  # (T,)
 
+
+# ---------------------------------------------------------------------------
+# The cost of attention
+
+
+def attention_cost(
+    seq_lens=(128, 256, 512, 1024),
+    batch_size: int = 1,
+    num_heads: int = 4,
+    head_size: int = 64,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    repeats: int = 3,
+) -> list[dict]:
+    """Time (and, on CUDA, peak memory) of from-scratch vs fused attention against sequence length.
+
+    For each T in ``seq_lens`` runs causal attention on random (B, nh, T, hs)
+    tensors with :func:`scaled_dot_product_attention` (which builds the full
+    (B, nh, T, T) weight matrix) and with ``F.scaled_dot_product_attention``
+    (which can use a fused kernel that never stores it). Returns one dict per
+    (T, implementation) with keys ``seq_len``, ``impl`` ("from scratch" or
+    "fused"), ``ms`` (best of ``repeats``), ``peak_mib`` (measured on CUDA,
+    None elsewhere) and ``weights_mib`` (for the from-scratch rows, the size of
+    the (B, nh, T, T) weight matrix it materialises; None for the fused rows).
+    On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
+    steadier times. Introduced in §4.1.
+    """
+    dev = get_device(device)
+    element_size = torch.empty((), dtype=dtype).element_size()
+    implementations = {
+        "from scratch": lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True),
+        "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    }
+    rows = []
+    for T in seq_lens:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        q, k, v = (torch.randn(batch_size, num_heads, T, head_size, generator=gen).to(dev, dtype) for _ in range(3))
+        for impl, attention in implementations.items():
+            with torch.no_grad():
+                attention(q, k, v)  # warm-up: kernel selection, caches
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                    torch.cuda.reset_peak_memory_stats(dev)
+                    base = torch.cuda.memory_allocated(dev)
+                best = time_call(attention, q, k, v, repeats=repeats, warmup=0, device=dev).best_s
+            peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else None
+            weights_mib = batch_size * num_heads * T * T * element_size / 2**20  # the (B, nh, T, T) matrix
+            rows.append(
+                {
+                    "seq_len": T,
+                    "impl": impl,
+                    "ms": best * 1e3,
+                    "peak_mib": peak,
+                    "weights_mib": weights_mib if impl == "from scratch" else None,
+                }
+            )
+    return rows

@@ -16,13 +16,13 @@ from torch.testing import assert_close
 from bigmodel_lib.models.attention import (
     MultiHeadAttention,
     attend,
-    attention_cost,
     attention_weights,
     causal_mask,
     padding_mask,
     scaled_dot_product_attention,
 )
 from bigmodel_lib.models.positional import LearnedPositionalEmbedding, PositionalEncoding, sinusoidal_table
+from bigmodel_lib.probes import attention_cost
 
 # ---------------------------------------------------------------------------
 # Masks

@@ -20,13 +20,10 @@ Two kinds of boolean mask, with PyTorch's meaning of True in each:
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from bigmodel_lib.devices import get_device
 
 __all__ = [
     "causal_mask",
@@ -35,7 +32,6 @@ __all__ = [
     "scaled_dot_product_attention",
     "attend",
     "MultiHeadAttention",
-    "attention_cost",
 ]
 
 
@@ -333,67 +329,3 @@ class MultiHeadAttention(nn.Module):
         if mha.out_proj.bias is not None:
             self.w_o.bias.copy_(mha.out_proj.bias)
         return self
-
-
-# ---------------------------------------------------------------------------
-# Cost of attention
-
-
-def attention_cost(
-    seq_lens=(128, 256, 512, 1024),
-    batch_size: int = 1,
-    num_heads: int = 4,
-    head_size: int = 64,
-    device=None,
-    dtype: torch.dtype = torch.float32,
-    repeats: int = 3,
-) -> list[dict]:
-    """Time (and, on CUDA, peak memory) of from-scratch vs fused attention against sequence length.
-
-    For each T in ``seq_lens`` runs causal attention on random (B, nh, T, hs)
-    tensors with :func:`scaled_dot_product_attention` (which builds the full
-    (B, nh, T, T) weight matrix) and with ``F.scaled_dot_product_attention``
-    (which can use a fused kernel that never stores it). Returns one dict per
-    (T, implementation) with keys ``seq_len``, ``impl`` ("from scratch" or
-    "fused"), ``ms`` (best of ``repeats``), ``peak_mib`` (measured on CUDA,
-    None elsewhere) and ``weights_mib`` (for the from-scratch rows, the size of
-    the (B, nh, T, T) weight matrix it materialises; None for the fused rows).
-    On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
-    steadier times. Chapter 4, section 4.1 (the cost of attention).
-    """
-    dev = get_device(device)
-    element_size = torch.empty((), dtype=dtype).element_size()
-    implementations = {
-        "from scratch": lambda q, k, v: scaled_dot_product_attention(q, k, v, is_causal=True),
-        "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-    }
-    rows = []
-    for T in seq_lens:
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        q, k, v = (torch.randn(batch_size, num_heads, T, head_size, generator=gen).to(dev, dtype) for _ in range(3))
-        for impl, attend in implementations.items():
-            with torch.no_grad():
-                attend(q, k, v)  # warm-up: kernel selection, caches
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                    torch.cuda.reset_peak_memory_stats(dev)
-                    base = torch.cuda.memory_allocated(dev)
-                best = float("inf")
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    attend(q, k, v)
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
-                    best = min(best, time.perf_counter() - start)
-            peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else None
-            weights_mib = batch_size * num_heads * T * T * element_size / 2**20  # the (B, nh, T, T) matrix
-            rows.append(
-                {
-                    "seq_len": T,
-                    "impl": impl,
-                    "ms": best * 1e3,
-                    "peak_mib": peak,
-                    "weights_mib": weights_mib if impl == "from scratch" else None,
-                }
-            )
-    return rows
