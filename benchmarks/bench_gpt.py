@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bigmodel_lib.devices import autocast, get_device, resolve_precision
+from bigmodel_lib import Stopwatch, get_device
+from bigmodel_lib.devices import autocast, resolve_precision
 from bigmodel_lib.models.gpt import GPT, GPTConfig
-from bigmodel_lib.timing import Stopwatch
 
 # The baseline is the reference model of the tests. tests/ is not a package, so its folder goes on the path
 # (rather than the repository root, where an installed package named ``tests`` could shadow it).

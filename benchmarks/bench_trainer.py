@@ -30,16 +30,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bigmodel_lib import (
-    TrainConfig,
-    Trainer,
-    dataloader_kwargs,
-    get_device,
-    load_dataset,
-    seed_everything,
-    warmup_cosine,
-)
-from bigmodel_lib.timing import Stopwatch
+from bigmodel_lib import Stopwatch, TrainConfig, Trainer, get_device, load_dataset, seed_everything
+from bigmodel_lib.devices import dataloader_kwargs
+from bigmodel_lib.training.config import warmup_cosine
 
 
 def make_model(hidden: int) -> nn.Module:

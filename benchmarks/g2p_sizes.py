@@ -30,7 +30,7 @@ import platform
 
 import torch
 
-from bigmodel_lib import TrainConfig, Trainer, get_device, seed_everything
+from bigmodel_lib import Stopwatch, TrainConfig, Trainer, get_device, seed_everything
 from bigmodel_lib.g2p import (
     G2PDataset,
     SymbolVocab,
@@ -42,7 +42,6 @@ from bigmodel_lib.g2p import (
 )
 from bigmodel_lib.metrics import sequence_error_rate, token_error_rate
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
-from bigmodel_lib.timing import Stopwatch
 
 
 def parse_size(text: str) -> tuple[int, int, int, int, int]:

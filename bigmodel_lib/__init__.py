@@ -29,123 +29,30 @@ sideways within its layer, never upwards, never from the package root
 """
 
 from bigmodel_lib._version import __version__
-from bigmodel_lib.checkpoint import (
-    check_state_dict,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    save_weights,
-    unwrap_model,
-)
-from bigmodel_lib.data import (
-    DatasetInfo,
-    DatasetSplits,
-    DatasetUnavailableError,
-    ImageTensorDataset,
-    available_datasets,
-    load_dataset,
-    register_dataset,
-)
-from bigmodel_lib.devices import (
-    autocast,
-    dataloader_kwargs,
-    environment_report,
-    evaluation_mode,
-    get_device,
-    grad_scaler,
-    move_to_device,
-    resolve_precision,
-    seed_everything,
-)
-from bigmodel_lib.metrics import (
-    IGNORE_INDEX,
-    accuracy,
-    attention_flops,
-    confusion_matrix,
-    conv2d_flops,
-    count_parameters,
-    count_parameters_by_module,
-    edit_distance,
-    estimate_flops,
-    linear_flops,
-    perplexity,
-    sequence_error_rate,
-    token_error_rate,
-)
-from bigmodel_lib.plotting import (
-    plot_attention,
-    plot_confusion_matrix,
-    plot_feature_maps,
-    plot_filters,
-    plot_history,
-    plot_images,
-    use_book_style,
-)
-from bigmodel_lib.training import (
-    History,
-    TrainConfig,
-    Trainer,
-    cross_entropy_loss,
-    fit,
-    scored_count,
-    warmup_cosine,
-)
+from bigmodel_lib.data import dataset_tensors, load_dataset
+from bigmodel_lib.devices import environment_report, evaluation_mode, get_device, seed_everything
+from bigmodel_lib.metrics import attention_flops, count_parameters, estimate_flops, linear_flops
+from bigmodel_lib.plotting import plot_history, use_book_style
+from bigmodel_lib.timing import Stopwatch, time_call
+from bigmodel_lib.training import TrainConfig, Trainer
 
+# What two or more chapters use; everything else is imported from its module, the same way everywhere.
 __all__ = [
     "__version__",
-    # devices (preface, chapter 1)
     "get_device",
     "environment_report",
-    "resolve_precision",
-    "autocast",
-    "grad_scaler",
     "seed_everything",
-    "dataloader_kwargs",
-    "move_to_device",
-    # data (chapters 1, 2)
+    "evaluation_mode",
+    "time_call",
+    "Stopwatch",
     "load_dataset",
-    "available_datasets",
-    "register_dataset",
-    "DatasetSplits",
-    "DatasetInfo",
-    "DatasetUnavailableError",
-    "ImageTensorDataset",
-    # training (chapter 1)
+    "dataset_tensors",
     "TrainConfig",
     "Trainer",
-    "History",
-    "fit",
-    "warmup_cosine",
-    "cross_entropy_loss",
-    "scored_count",
-    "evaluation_mode",
-    # checkpoints (chapters 1, 5)
-    "save_checkpoint",
-    "load_checkpoint",
-    "save_weights",
-    "load_weights",
-    "check_state_dict",
-    "unwrap_model",
-    # metrics and counting (chapters 1-4)
-    "IGNORE_INDEX",
-    "accuracy",
-    "perplexity",
-    "confusion_matrix",
-    "edit_distance",
-    "token_error_rate",
-    "sequence_error_rate",
     "count_parameters",
-    "count_parameters_by_module",
     "linear_flops",
-    "conv2d_flops",
     "attention_flops",
     "estimate_flops",
-    # plots (chapters 1, 2, 4)
     "use_book_style",
     "plot_history",
-    "plot_images",
-    "plot_feature_maps",
-    "plot_filters",
-    "plot_confusion_matrix",
-    "plot_attention",
 ]

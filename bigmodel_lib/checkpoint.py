@@ -8,12 +8,10 @@ gradient scaler, and the state of every random number generator. Two formats:
   one ``torch.save`` file, read back with ``torch.load(..., weights_only=True)``,
   which refuses to run code hidden in a file (plain pickle would run it).
 * :func:`save_weights` / :func:`load_weights`: the model's weights alone in
-  safetensors, the format models are shared in (chapter 5).
+  safetensors, the format models are shared in.
 
 Files are written atomically: first to a temporary file in the same folder, then
 renamed over the target, so an interrupted save never leaves half a checkpoint.
-
-Taught in chapter 1 (training vs inference) and chapter 5 (pretraining and fine-tuning).
 """
 
 from __future__ import annotations
@@ -26,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+__all__ = ["save_weights", "load_weights"]
 
 #: Written into every checkpoint so that a file from elsewhere is recognised as foreign.
 CHECKPOINT_FORMAT = "bigmodel_lib.checkpoint/1"
@@ -60,7 +60,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     ``module``) and prefix every key of their ``state_dict`` with its name, so a
     file saved from a wrapped model would not load into the plain one. Every
     save and load in this module goes through the unwrapped model, so files
-    always carry the plain model's keys. Taught in chapter 1 (checkpoints).
+    always carry the plain model's keys.
     """
     while True:
         if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):  # torch.compile
@@ -98,7 +98,7 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
     PyTorch's own message stops at the first problems it meets; this one names
     each missing key, each unexpected key and each shape mismatch (checkpoint
     shape vs model shape), which is what you need to see that, say, the
-    checkpoint was trained with a wider hidden layer. Taught in chapter 5.
+    checkpoint was trained with a wider hidden layer.
     """
     expected = model.state_dict()
     problems = [
@@ -135,7 +135,7 @@ def rng_state() -> dict:
     """The state of Python's, NumPy's and torch's random generators, as tensors and plain values.
 
     Saved in every checkpoint so that dropout masks and data shuffling after a
-    resume are the ones the uninterrupted run would have drawn. Taught in chapter 1.
+    resume are the ones the uninterrupted run would have drawn.
     """
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
@@ -150,7 +150,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore generators saved by :func:`rng_state`. Taught in chapter 1."""
+    """Restore generators saved by :func:`rng_state`."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
@@ -177,7 +177,6 @@ def save_checkpoint(
 
     ``extra`` holds plain values (numbers, strings, lists, dicts, tensors) such as
     the epoch and the history; :func:`load_checkpoint` returns them.
-    Taught in chapter 1 (training vs inference).
     """
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -203,7 +202,7 @@ def load_checkpoint(
 
     The file is read with ``weights_only=True`` and checked against the model
     first: a model of another shape gets a ``ValueError`` naming every
-    mismatched key and shape. Taught in chapter 1 (training vs inference).
+    mismatched key and shape.
     """
     path = Path(path)
     if not path.is_file():
@@ -242,7 +241,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: dict[str, 
 
     Tied weights (one tensor under two names, as in GPT's embedding and output
     layer) are stored once per name. A model wrapped by ``torch.compile`` or
-    ``DataParallel`` is saved with the plain model's keys (:func:`unwrap_model`). Taught in chapter 5 (pretraining and fine-tuning).
+    ``DataParallel`` is saved with the plain model's keys (:func:`unwrap_model`).
+
+    Introduced in §2.5.
     """
     from safetensors.torch import save_file
 
@@ -257,7 +258,7 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     Either side may be wrapped (``torch.compile``, ``DataParallel``): a file whose
     keys all carry a wrapper's prefix (``_orig_mod.``, ``module.``) loads too.
 
-    Taught in chapter 5 (pretraining and fine-tuning).
+    Introduced in §2.5.
     """
     from safetensors.torch import load_file
 

@@ -10,8 +10,6 @@ the folder it looked in, and what to do.
 Every dataset returns images as float tensors in [0, 1] of shape (C, H, W) and
 integer labels. The validation set is carved out of the training set with a
 seeded permutation, so the same seed always gives the same split.
-
-Taught in chapter 1 (training vs inference: why three splits) and chapter 2 (CNNs).
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+__all__ = ["load_dataset", "dataset_tensors", "DatasetUnavailableError"]
+
 #: Where datasets live unless ``root`` is given; default ``~/.cache/bigmodel_lib/data``.
 DATA_ENV_VAR = "BIGMODEL_DATA"
 
@@ -36,15 +36,15 @@ DOWNLOAD_TIMEOUT_S = 60
 
 
 class DatasetUnavailableError(RuntimeError):
-    """A dataset's files are missing, corrupt, or could not be downloaded. Taught in chapter 1."""
+    """A dataset's files are missing, corrupt, or could not be downloaded.
+
+    Introduced in §2.6.
+    """
 
 
 @dataclass
 class DatasetInfo:
-    """What a dataset holds: its name, classes, input shape, and where it was read from.
-
-    Taught in chapter 1 (why three splits) and chapter 2 (CNNs).
-    """
+    """What a dataset holds: its name, classes, input shape, and where it was read from."""
 
     name: str
     num_classes: int
@@ -58,7 +58,7 @@ class DatasetSplits:
     """Train, validation and test sets of one dataset, plus its :class:`DatasetInfo`.
 
     Unpacks as ``train, val, test, info = load_dataset("digits")``. ``val`` is
-    ``None`` when ``val_fraction=0``. Taught in chapter 1 (why three splits).
+    ``None`` when ``val_fraction=0``.
     """
 
     train: Dataset
@@ -75,7 +75,6 @@ class ImageTensorDataset(Dataset):
 
     Keeping the pixels as bytes uses a quarter of the memory of floats (CIFAR-10:
     150 MB instead of 600 MB); each image is converted when it is fetched.
-    Taught in chapter 2 (CNNs).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, image_size: int | None = None):
@@ -97,6 +96,26 @@ class ImageTensorDataset(Dataset):
         return x, self.labels[i]
 
 
+def dataset_tensors(dataset: Dataset, device: str | torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    """Every item of a map-style dataset, stacked: ``(inputs (N, ...), targets (N,), ...)``.
+
+    For a dataset small enough to hold at once, e.g. to train on all of it
+    without a ``DataLoader``. Each item must be a tuple of tensors of the same
+    shapes; the result has one stacked tensor per position of the tuple, on
+    ``device`` if given. Raises ValueError for an empty dataset or items that
+    are not tuples of tensors.
+
+    Introduced in §1.4.
+    """
+    if len(dataset) == 0:
+        raise ValueError("expected a dataset with at least one item, got an empty one")
+    items = [dataset[i] for i in range(len(dataset))]
+    if not all(isinstance(item, (tuple, list)) and all(isinstance(v, torch.Tensor) for v in item) for item in items):
+        raise ValueError(f"expected items that are tuples of tensors, got {type(items[0]).__name__} items")
+    stacked = tuple(torch.stack(column) for column in zip(*items))
+    return stacked if device is None else tuple(t.to(device) for t in stacked)
+
+
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, size, size), bilinear, values kept in [0, 1]."""
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
@@ -113,7 +132,6 @@ def register_dataset(name: str):
     """Decorator adding a loader ``fn(root, download, image_size) -> (train_pool, test, info)`` under ``name``.
 
     :func:`load_dataset` then splits the train pool into train and validation.
-    Taught in chapter 1; later chapters register their own datasets.
     """
 
     def add(fn):
@@ -124,7 +142,7 @@ def register_dataset(name: str):
 
 
 def available_datasets() -> list[str]:
-    """Names :func:`load_dataset` accepts. Taught in chapter 1."""
+    """Names :func:`load_dataset` accepts."""
     return sorted(_REGISTRY)
 
 
@@ -133,7 +151,7 @@ def _normalise(name: str) -> str:
 
 
 def default_root() -> Path:
-    """The data folder: ``$BIGMODEL_DATA`` if set, else ``~/.cache/bigmodel_lib/data``. Taught in chapter 1."""
+    """The data folder: ``$BIGMODEL_DATA`` if set, else ``~/.cache/bigmodel_lib/data``."""
     return Path(os.environ.get(DATA_ENV_VAR) or Path.home() / ".cache" / "bigmodel_lib" / "data")
 
 
@@ -152,7 +170,9 @@ def load_dataset(
     ``image_size`` resizes images to ``image_size x image_size`` (e.g. 28 to feed
     8x8 digits to a network built for MNIST). ``download=True`` lets torchvision
     fetch missing files, checking their checksums; nothing is downloaded
-    otherwise. Taught in chapter 1 (why three splits) and chapter 2 (CNNs).
+    otherwise.
+
+    Introduced in §1.4.
     """
     if not isinstance(name, str) or _normalise(name) not in _REGISTRY:
         close = difflib.get_close_matches(_normalise(str(name)), list(_REGISTRY), n=1)

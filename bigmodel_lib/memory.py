@@ -2,8 +2,8 @@
 
 Training needs far more memory than inference because it keeps, all at once,
 the parameters, their gradients, the optimizer's state and the activations
-autograd saves for the backward pass. Chapter 1, section 1.4 (training vs
-inference) predicts that sum with a formula and measures it with the tools here:
+autograd saves for the backward pass. The book predicts that sum with a
+formula and measures it with the tools here:
 
 * :func:`tensor_bytes` adds up the bytes of tensors, counting shared storage once;
 * :func:`training_state` lists the tensors a training run holds between steps
@@ -34,14 +34,7 @@ from torch.utils._pytree import tree_flatten
 
 from bigmodel_lib.devices import get_device
 
-__all__ = [
-    "tensor_bytes",
-    "training_state",
-    "saved_tensor_bytes",
-    "TensorMemoryTracker",
-    "MemoryMeasurement",
-    "measure_peak_memory",
-]
+__all__ = ["training_state", "saved_tensor_bytes", "TensorMemoryTracker", "measure_peak_memory"]
 
 
 def _storage_key(t: torch.Tensor) -> tuple | None:
@@ -60,7 +53,7 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
     Views share their base tensor's storage (``x.view(...)``, ``x.t()``), and a
     tied weight appears twice in a model, so adding ``t.numel() * t.element_size()``
-    would count them twice. Chapter 1, section 1.4 (training vs inference).
+    would count them twice.
     """
     seen: dict[tuple, int] = {}
     for t in tensors:
@@ -79,7 +72,9 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer | None = N
     "optimizer state": [...]}``; gradients that are ``None`` (not yet computed,
     or freed by ``zero_grad(set_to_none=True)``) are left out. Adam's state is
     two tensors of each parameter's shape (``exp_avg`` and ``exp_avg_sq``) and a
-    step counter. Chapter 1, section 1.4 (training vs inference).
+    step counter.
+
+    Introduced in §1.4.
     """
     params = list(model.parameters())
     state: list[torch.Tensor] = []
@@ -103,7 +98,8 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor]
     are counted once (a ReLU's output is also the next layer's input), and
     tensors in ``exclude`` (pass the parameters: a linear layer saves its weight,
     which is memory the model holds anyway) are not counted.
-    Chapter 1, section 1.4 (what autograd keeps for the backward pass).
+
+    Introduced in §1.4.
     """
     excluded = {k for k in (_storage_key(t) for t in exclude) if k is not None}
     saved: dict[tuple, int] = {}
@@ -132,7 +128,8 @@ class TensorMemoryTracker(TorchDispatchMode):
     statistics. Tensors that existed before and are not in ``held`` are not
     counted. With ``record=True``, ``timeline`` lists ``(operation name,
     current_bytes)`` after every operation, to plot memory over a training step.
-    Chapter 1, section 1.4 (measuring memory).
+
+    Introduced in §1.4.
     """
 
     def __init__(self, held: Iterable[torch.Tensor] = (), record: bool = False):
@@ -174,7 +171,7 @@ class TensorMemoryTracker(TorchDispatchMode):
 
 @dataclass
 class MemoryMeasurement:
-    """The result of :func:`measure_peak_memory`; sizes in bytes. Chapter 1, section 1.4."""
+    """The result of :func:`measure_peak_memory`; sizes in bytes."""
 
     peak_bytes: int  # held tensors plus the most that was allocated on top of them at any moment
     held_bytes: int  # the tensors passed as ``held``, before the call
@@ -198,7 +195,9 @@ def measure_peak_memory(
     tensors that exist before the call and count towards the peak (for a
     training step: ``training_state(model, optimizer)`` and the batch). Tensors
     ``held`` that ``fn`` frees (gradients set to ``None``) stop counting when
-    they are freed, with both methods. Chapter 1, section 1.4 (measuring memory).
+    they are freed, with both methods.
+
+    Introduced in §1.4.
     """
     held = list(held)
     dev = device if isinstance(device, torch.device) else get_device(device)

@@ -11,8 +11,6 @@ FLOP convention used throughout: one multiply-add counts as 2 FLOPs; biases,
 activations, normalisation and softmax are left out (each is O(outputs), while
 the matrix products are O(outputs x fan-in)). This is the convention of
 ``torch.utils.flop_counter``, and of the "6N FLOPs per token" rule of chapter 1.
-
-Taught in chapter 1 (counting parameters and FLOPs) unless a docstring says otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +22,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = [
+    "IGNORE_INDEX",
+    "accuracy",
+    "perplexity",
+    "token_error_rate",
+    "sequence_error_rate",
+    "count_parameters",
+    "linear_flops",
+    "attention_flops",
+    "estimate_flops",
+]
+
 # ---------------------------------------------------------------------------
 # Classification and language-model metrics
 
-#: The one target value every loss and metric of the library skips: padding, or a
-#: position with nothing to predict. PyTorch's own default for ``F.cross_entropy``.
 IGNORE_INDEX = -100
+"""The one target value every loss and metric of the library skips: padding, or a
+position with nothing to predict. PyTorch's own default for ``F.cross_entropy``.
+
+Introduced in §4.5.
+"""
 
 
 def check_class_indices(
@@ -42,7 +55,6 @@ def check_class_indices(
     table, or stop PyTorch with a bare ``IndexError`` (on a GPU, a device-side
     assert that ends the session). The message names the first bad value and the
     valid range. ``what`` names the calling function, ``name`` the argument.
-    Taught in chapter 2 (evaluating a classifier); used for token ids in chapters 3 and 4.
     """
     if indices.numel() == 0 or indices.is_meta:  # meta tensors (shape-only, for counting) have no values
         return
@@ -98,7 +110,8 @@ def accuracy(outputs: torch.Tensor, targets: torch.Tensor, ignore_index: int | N
     classification ``(B, C)`` and next-token prediction ``(B, T, V)``. Positions
     whose target is ``ignore_index`` (padding, :data:`IGNORE_INDEX`) are not
     counted; any other target outside ``[0, C)`` raises ``ValueError``.
-    Taught in chapter 2 (training a CNN) and chapter 4 (language models).
+
+    Introduced in §2.4.
     """
     _check_outputs_and_targets(outputs, targets, "accuracy", ignore_index)
     correct = outputs.argmax(dim=-1) == targets
@@ -119,7 +132,8 @@ def perplexity(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = 
     perfect one has 1. ``logits`` have shape ``(B, T, V)`` (or ``(N, V)``) for
     targets ``(B, T)`` (or ``(N,)``); the ``N`` tokens are those whose target is
     not ``ignore_index``. Computed in float32 whatever the logits' dtype.
-    Taught in chapter 4 (language models).
+
+    Introduced in §3.4.
     """
     _check_outputs_and_targets(logits, targets, "perplexity", ignore_index)
     if ignore_index is not None and not (targets != ignore_index).any():
@@ -133,7 +147,7 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
 
     ``predictions`` are class indices of the same shape as ``targets`` (take
     ``outputs.argmax(-1)`` first), each in ``[0, num_classes)``: a value outside
-    raises ``ValueError`` rather than being counted in another cell. Taught in chapter 2 (evaluating a classifier).
+    raises ``ValueError`` rather than being counted in another cell.
     """
     predictions, targets = torch.as_tensor(predictions), torch.as_tensor(targets)
     if predictions.shape != targets.shape:
@@ -173,7 +187,6 @@ def edit_distance(prediction, reference) -> int:
     Works on any sequences of comparable items: strings (characters), lists of
     words or phonemes, or 1-D tensors of token ids. Dynamic programming over a
     ``(len(prediction)+1) x (len(reference)+1)`` table, kept one row at a time.
-    Taught in chapter 3 (sequence-to-sequence models).
     """
     a, b = _as_list(prediction), _as_list(reference)
     previous = list(range(len(b) + 1))  # distance from a[:0] to b[:j]
@@ -208,7 +221,8 @@ def token_error_rate(predictions, references) -> float:
     With words as tokens this is the word error rate (WER) of speech recognition;
     with phonemes, the phoneme error rate. It can exceed 1 when predictions are
     much longer than references. Strip padding and end tokens first.
-    Taught in chapter 3 (sequence-to-sequence models).
+
+    Introduced in §4.5.
     """
     predictions, references = _check_pairs(predictions, references, "token_error_rate")
     total = sum(len(_as_list(r)) for r in references)
@@ -222,7 +236,8 @@ def sequence_error_rate(predictions, references) -> float:
 
     A prediction counts as correct only if it equals its reference exactly; for
     words spelled as phonemes this is the "word error rate" of G2P papers.
-    Taught in chapter 3 (sequence-to-sequence models).
+
+    Introduced in §4.5.
     """
     predictions, references = _check_pairs(predictions, references, "sequence_error_rate")
     wrong = sum(_as_list(p) != _as_list(r) for p, r in zip(predictions, references))
@@ -236,7 +251,7 @@ def sequence_error_rate(predictions, references) -> float:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters in ``model``; shared (tied) tensors count once.
 
-    Taught in chapter 1 (counting parameters).
+    Introduced in §1.2.
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
@@ -247,7 +262,7 @@ def count_parameters_by_module(model: nn.Module, depth: int = 1) -> dict[str, in
     ``depth=1`` gives e.g. ``{"features": 2_320, "classifier": 650}``; parameters
     held by ``model`` itself are listed under ``"(own)"``. A tied tensor counts
     under the first module that owns it, so the values sum to
-    :func:`count_parameters`. Taught in chapter 1 (counting parameters).
+    :func:`count_parameters`.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"count_parameters_by_module: expected depth to be an integer >= 1, got {depth!r}")
@@ -267,7 +282,8 @@ def linear_flops(in_features: int, out_features: int, tokens: int = 1) -> int:
     """FLOPs of ``nn.Linear(in_features, out_features)`` applied to ``tokens`` input vectors.
 
     Each output is a dot product of length ``in_features``: ``2 * tokens * in * out``.
-    Taught in chapter 1 (counting FLOPs).
+
+    Introduced in §1.3.
     """
     return 2 * tokens * in_features * out_features
 
@@ -284,7 +300,6 @@ def conv2d_flops(
 
     Each output value is a dot product over ``in_channels / groups`` channels of a
     ``kH x kW`` window: ``2 * batch * out_channels * H_out * W_out * (in_channels/groups) * kH * kW``.
-    Taught in chapter 2 (CNNs) and chapter 1 (counting FLOPs).
     """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     ho, wo = (output_size, output_size) if isinstance(output_size, int) else output_size
@@ -299,7 +314,9 @@ def attention_flops(seq_len: int, d_model: int, kv_len: int | None = None, batch
     ``Q K^T`` costs ``2 * T_q * T_k * d`` and multiplying the weights by ``V``
     another ``2 * T_q * T_k * d``, summed over heads (``d = n_heads * head_dim``):
     ``4 * batch * T_q * T_k * d``. The Q, K, V and output projections are linear
-    layers; count them with :func:`linear_flops`. Taught in chapter 4 (Transformer).
+    layers; count them with :func:`linear_flops`.
+
+    Introduced in §4.1.
     """
     kv_len = seq_len if kv_len is None else kv_len
     return 4 * batch * seq_len * kv_len * d_model
@@ -333,7 +350,9 @@ def estimate_flops(model: nn.Module, *inputs, **kwargs) -> dict[str, int]:
     ``{"linear": ..., "conv": ..., "attention": ..., "total": ...}``. Attention
     written by hand (matmuls inside a custom module) is not seen by the hooks:
     add :func:`attention_flops` for it. A training step costs about 3x the
-    forward pass (backward is twice the forward). Taught in chapter 1 (counting FLOPs).
+    forward pass (backward is twice the forward).
+
+    Introduced in §1.6.
     """
     totals = {"linear": 0, "conv": 0, "attention": 0}
 

@@ -4,9 +4,6 @@ Learning curves from a training history, grids of images with their labels,
 a CNN's feature maps and filters, attention weights with token labels, and
 confusion matrices. Every function returns its ``matplotlib.figure.Figure``
 and gives every plot a title and axis labels.
-
-Taught where each plot first appears: learning curves in chapter 1, images,
-feature maps, filters and confusion matrices in chapter 2, attention in chapter 4.
 """
 
 from __future__ import annotations
@@ -20,6 +17,16 @@ import torch
 from matplotlib.figure import Figure
 
 from bigmodel_lib.metrics import confusion_matrix
+
+__all__ = [
+    "use_book_style",
+    "plot_history",
+    "plot_images",
+    "plot_feature_maps",
+    "plot_filters",
+    "plot_confusion_matrix",
+    "plot_attention",
+]
 
 #: Matplotlib settings for every figure of the book: about 700 px wide on the page.
 BOOK_STYLE = {
@@ -49,7 +56,9 @@ def use_book_style() -> None:
     """Apply :data:`BOOK_STYLE` to every later figure, including a notebook's own plots.
 
     The library's plot functions use the style anyway; call this once at the top
-    of a notebook so that hand-made plots match. Taught in the preface.
+    of a notebook so that hand-made plots match.
+
+    Introduced in §1.1.
     """
     plt.rcParams.update(BOOK_STYLE)
 
@@ -77,14 +86,16 @@ def _grid(n: int, ncols: int, cell: float, title: str) -> tuple[Figure, np.ndarr
 
 
 # ---------------------------------------------------------------------------
-# Chapter 1: learning curves
+# Learning curves
 
 
 def plot_history(history, title: str = "Learning curves") -> Figure:
     """Loss (left) and metric (right) per epoch, training vs validation, from a training history.
 
     Accepts a :class:`bigmodel_lib.History` or its ``to_dict()``. The per-step
-    training loss is drawn faintly behind the per-epoch means. Taught in chapter 1.
+    training loss is drawn faintly behind the per-epoch means.
+
+    Introduced in §2.5.
     """
     h = history.to_dict() if hasattr(history, "to_dict") else history
     if not isinstance(h, Mapping) or not h.get("train_loss"):
@@ -116,7 +127,7 @@ def plot_history(history, title: str = "Learning curves") -> Figure:
 
 
 # ---------------------------------------------------------------------------
-# Chapter 2: images, feature maps, filters, confusion matrices
+# Images, feature maps, filters, confusion matrices
 
 
 def _image_panels(images, what: str) -> np.ndarray:
@@ -144,7 +155,9 @@ def plot_images(
     """A grid of images, each titled with its label (and prediction, red when wrong).
 
     ``images``: ``(N, C, H, W)`` with C = 1 or 3, or ``(N, H, W)``; pixel values in
-    [0, 1]. ``class_names`` turns label indices into words. Taught in chapter 2.
+    [0, 1]. ``class_names`` turns label indices into words.
+
+    Introduced in §2.5.
     """
     panels = _image_panels(images, "plot_images")
     n = len(panels)
@@ -184,7 +197,9 @@ def plot_feature_maps(feature_maps, ncols: int = 8, max_maps: int = 32, title: s
 
     ``feature_maps``: ``(C, H, W)`` or ``(1, C, H, W)`` (one image's output of a
     convolution layer); the first ``max_maps`` channels are shown, each with its
-    own colour scale. Taught in chapter 2 (what a CNN sees).
+    own colour scale.
+
+    Introduced in §2.5.
     """
     x = _as_array(feature_maps, "plot_feature_maps")
     if x.ndim == 4 and x.shape[0] == 1:
@@ -210,7 +225,9 @@ def plot_filters(weight, ncols: int = 8, max_filters: int = 32, title: str = "Co
     ``weight``: ``(C_out, C_in, kH, kW)``, e.g. ``conv.weight``. With 3 input
     channels a filter is shown in colour (rescaled to [0, 1]); otherwise its
     first input channel is shown on a red-blue scale centred on zero (red
-    positive, blue negative). Taught in chapter 2 (what a CNN learns).
+    positive, blue negative).
+
+    Introduced in §2.5.
     """
     w = _as_array(weight, "plot_filters")
     if w.ndim != 4:
@@ -242,7 +259,8 @@ def plot_confusion_matrix(
 
     ``targets`` and ``predictions`` are class indices. With ``normalize=True``
     each row is divided by its total, so the diagonal shows per-class recall.
-    Taught in chapter 2 (evaluating a classifier).
+
+    Introduced in §2.5.
     """
     num_classes = len(class_names) if class_names is not None else None
     m = confusion_matrix(torch.as_tensor(predictions), torch.as_tensor(targets), num_classes).double().numpy()
@@ -270,7 +288,7 @@ def plot_confusion_matrix(
 
 
 # ---------------------------------------------------------------------------
-# Chapter 4: attention
+# Attention
 
 
 def plot_attention(
@@ -284,7 +302,9 @@ def plot_attention(
 
     ``weights``: ``(T_q, T_k)`` for one head or ``(n_heads, T_q, T_k)`` for
     several (one panel per head); rows sum to 1 after the softmax.
-    ``key_tokens`` defaults to ``query_tokens`` (self-attention). Taught in chapter 4.
+    ``key_tokens`` defaults to ``query_tokens`` (self-attention).
+
+    Introduced in §4.6.
     """
     w = _as_array(weights, "plot_attention")
     if w.ndim == 2:

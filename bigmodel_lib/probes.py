@@ -6,16 +6,19 @@
   size, parameters and receptive field of every layer of a CNN (section 2.3).
 * ``input_gradient_norms`` -- how strongly a recurrent network's last output
   depends on each earlier input: vanishing and exploding gradients (section 3.1).
+* ``record_attention`` -- the attention weights of chosen attention layers
+  while a model runs, to plot them (sections 4.5 and 4.6).
 * ``attention_cost`` -- time and memory of from-scratch against fused
   attention as the sequence grows (section 4.1).
 
 Shapes: ``B`` batch, ``C`` channels, ``H, W`` height and width, ``T`` time
-steps, ``F`` input features.
+steps, ``I`` input features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -32,6 +35,7 @@ __all__ = [
     "receptive_field_table",
     "format_receptive_field_table",
     "input_gradient_norms",
+    "record_attention",
     "attention_cost",
 ]
 
@@ -43,10 +47,10 @@ __all__ = [
 def shift_image(x: torch.Tensor, dx: int = 0, dy: int = 0) -> torch.Tensor:
     """Move images ``dx`` pixels right and ``dy`` pixels down, filling with zeros.
 
-    Chapter 2, section 2.2 (the pooling layer: invariance to small shifts).
-
     Unlike ``torch.roll`` nothing wraps around: pixels pushed off one edge are
     lost and zeros come in from the other. ``x`` (..., H, W) -> same shape.
+
+    Introduced in §2.2.
     """
     if x.dim() < 2:
         raise ValueError(f"expected an image (..., H, W), got shape {tuple(x.shape)}")
@@ -69,8 +73,6 @@ def pooling_shift_sensitivity(
 ) -> list[dict[str, float]]:
     """How much an image and its pooled version change when the image moves.
 
-    Chapter 2, section 2.2 (the pooling layer: invariance to small shifts).
-
     For each horizontal shift ``s = 0, 1, ..., max_shift`` pixels this compares
     the shifted image with the original, before and after ``pool`` (default:
     2x2 max pooling with stride 2), as relative changes
@@ -80,6 +82,8 @@ def pooling_shift_sensitivity(
 
     A pooled change below the input change means pooling absorbed part of the
     shift; the notebook plots both against ``s``.
+
+    Introduced in §2.2.
     """
     _check_images(x)
     if pool is None:
@@ -113,8 +117,6 @@ def receptive_field_table(
 ) -> list[dict]:
     """Per-layer output shape, parameter count and receptive field of a CNN.
 
-    Chapter 2, section 2.3 (receptive fields and the size of a network).
-
     ``model`` is a module or a list of layers (run in order as an
     ``nn.Sequential``); ``input_size`` is ``(C, H, W)`` of one image. The model
     is run once on a zero image with forward hooks, so the rows follow the
@@ -138,6 +140,8 @@ def receptive_field_table(
 
         {"layer": "conv1", "type": "Conv2d", "output_shape": (32, 32, 32),
          "params": 896, "receptive_field": (3, 3)}
+
+    Introduced in §2.3.
     """
     if isinstance(model, nn.Module):
         net = model
@@ -202,7 +206,7 @@ def receptive_field_table(
 def format_receptive_field_table(rows: list[dict]) -> str:
     """Render :func:`receptive_field_table` rows as an aligned text table.
 
-    Chapter 2, section 2.3 (receptive fields and the size of a network).
+    Introduced in §2.3.
     """
     header = ("layer", "type", "output shape", "params", "receptive field")
     lines = [
@@ -230,23 +234,23 @@ def format_receptive_field_table(rows: list[dict]) -> str:
 def input_gradient_norms(model: nn.Module, x: torch.Tensor, batch_first: bool = True) -> torch.Tensor:
     """``||d y_T / d x_t||`` for every step ``t``: how much the last output feels each input.
 
-    Chapter 3, section 3.1 (vanishing and exploding gradients).
-
     ``model(x)`` may return a tensor or a tuple whose first element is the
     output (as ``nn.RNN``, ``nn.LSTM`` and this module's classes do). A 3-D
     output is a sequence and its last step is ``y_T``; a 2-D output (B, O), as
     from a classifier, is ``y_T`` already. For each step ``t`` this returns the
-    Frobenius norm of the Jacobian ``d y_T / d x_t`` (O x F), averaged over the
+    Frobenius norm of the Jacobian ``d y_T / d x_t`` (O x I), averaged over the
     batch: a tensor of shape (T,). Index ``t`` is at distance ``T - 1 - t``
     from the output, so ``norms.flip(0)`` is ordered by distance.
 
     Costs one backward pass per output component; meant for small models.
     The model's train/eval mode is left as it is (on a GPU, cuDNN computes
     gradients of ``nn.RNN``/``nn.LSTM`` only in train mode).
+
+    Introduced in §3.1.
     """
     if x.dim() != 3:
         raise ValueError(
-            f"x must be a batch of sequences, {'(B, T, F)' if batch_first else '(T, B, F)'}, "
+            f"x must be a batch of sequences, {'(B, T, I)' if batch_first else '(T, B, I)'}, "
             f"got shape {tuple(x.shape)}"
         )
     x = x.detach().clone().requires_grad_(True)
@@ -264,8 +268,47 @@ def input_gradient_norms(model: nn.Module, x: torch.Tensor, batch_first: bool = 
         # of y_T[:, k] holds every sequence's own gradient.
         (grad,) = torch.autograd.grad(y[:, k].sum(), x, retain_graph=k < y.shape[1] - 1)
         squared += grad**2
-    per_step = squared.sum(dim=-1).sqrt()  # (B, T) or (T, B): Frobenius norm over (O, F)
+    per_step = squared.sum(dim=-1).sqrt()  # (B, T) or (T, B): Frobenius norm over (O, I)
     return per_step.mean(dim=0 if batch_first else 1).detach()  # (T,)
+
+
+# ---------------------------------------------------------------------------
+# Attention maps
+
+
+@contextmanager
+def record_attention(*modules: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Record the attention weights of ``modules`` on every call while a model runs.
+
+    ``with record_attention(layer_a, layer_b) as maps: model(x)`` leaves in
+    ``maps`` one detached (B, nh, Tq, Tk) tensor per call, in call order. Each
+    module must have a method ``attention_weights`` that takes its forward's
+    arguments, as :class:`~bigmodel_lib.models.attention.MultiHeadAttention`
+    and the GPT's ``CausalSelfAttention`` do; the weights are recomputed from
+    the call's inputs, so a fused kernel that never stores them still works.
+    The hooks are removed on exit, also after an error. Raises ValueError for
+    a module without ``attention_weights``.
+
+    Introduced in §4.5.
+    """
+    for module in modules:
+        if not callable(getattr(module, "attention_weights", None)):
+            raise ValueError(
+                f"expected attention modules with an attention_weights method (MultiHeadAttention, "
+                f"CausalSelfAttention), got {type(module).__name__}"
+            )
+    maps: list[torch.Tensor] = []
+
+    def hook(module, args, kwargs, output):
+        with torch.no_grad():
+            maps.append(module.attention_weights(*args, **kwargs).detach())
+
+    handles = [module.register_forward_hook(hook, with_kwargs=True) for module in modules]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +335,9 @@ def attention_cost(
     None elsewhere) and ``weights_mib`` (for the from-scratch rows, the size of
     the (B, nh, T, T) weight matrix it materialises; None for the fused rows).
     On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
-    steadier times. Introduced in §4.1.
+    steadier times.
+
+    Introduced in §4.1.
     """
     dev = get_device(device)
     element_size = torch.empty((), dtype=dtype).element_size()

@@ -10,9 +10,8 @@ Python, and the fixed-length windows a language model trains on.
 * :func:`char_splits` -- text -> vocabulary, training and validation windows,
   split by position so that no character is in both.
 
-Taught in chapter 3, section 3.4 (a character-level language model); chapter 4
-trains its character-level GPT on the same data. Shapes: ``N`` ids in the text,
-``T`` = ``block_size``.
+The character-level GPT of chapter 4 trains on the same data. Shapes: ``N`` ids
+in the text, ``T`` = ``block_size``.
 """
 
 from __future__ import annotations
@@ -23,13 +22,11 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CharVocab", "pydoc_text", "TokenWindows", "TextSplits", "char_splits"]
+__all__ = ["pydoc_text", "char_splits"]
 
 
 class CharVocab:
     """A vocabulary of single characters, each with an integer id ``0 .. len - 1``.
-
-    Chapter 3, section 3.4 (a character-level language model).
 
     Ids follow the characters' sorted order, so the same set of characters
     always gives the same ids. ``encode("text")`` returns a ``torch.long``
@@ -92,14 +89,14 @@ class CharVocab:
 def pydoc_text() -> str:
     """Python's reference pages on its own language, as one string (no download).
 
-    Chapter 3, section 3.4 (a character-level language model).
-
     CPython ships the text that ``help("if")``, ``help("LISTS")`` and the like
     print in the standard-library module ``pydoc_data.topics`` (under the
     Python Software Foundation License). The topics are joined in sorted order
     of their names, separated by a blank line, so the result is the same on
     every run of one Python version (its length changes a little between
     versions).
+
+    Introduced in §3.4.
     """
     from pydoc_data.topics import topics
 
@@ -108,9 +105,6 @@ def pydoc_text() -> str:
 
 class TokenWindows(Dataset):
     """Fixed-length windows of a 1-D tensor of token ids, with next-token targets.
-
-    Chapter 3, section 3.4 (a character-level language model); chapter 4
-    (training a GPT).
 
     Window ``i`` starts at ``s = i * stride``: ``x = ids[s : s + block_size]``
     and ``y = ids[s + 1 : s + block_size + 1]``, so ``y[t]`` is the token after
@@ -153,7 +147,6 @@ class TextSplits:
 
     Unpacks as ``train, val, vocab = char_splits(text, block_size=64)``.
     ``train_ids`` and ``val_ids`` are the two parts of the encoded text.
-    Chapter 3, section 3.4.
     """
 
     train: TokenWindows
@@ -175,8 +168,6 @@ def char_splits(
 ) -> TextSplits:
     """Encode ``text`` by character and cut it into training and validation windows.
 
-    Chapter 3, section 3.4 (a character-level language model); chapter 4.
-
     The first ``1 - val_fraction`` of the text (by position) trains and the
     rest validates, so no character and no window is shared: a model is
     judged on text it has never read. Random windows would leak, because
@@ -185,6 +176,8 @@ def char_splits(
     their part without overlap, so each validation character is predicted
     once. The vocabulary defaults to every character of the whole ``text``, so
     that the validation part encodes.
+
+    Introduced in §3.4.
     """
     if not isinstance(text, str):
         raise ValueError(f"char_splits expects a str, got {type(text).__name__}")

@@ -26,7 +26,7 @@ import torch
 
 from bigmodel_lib.devices import get_device
 
-__all__ = ["synchronize", "Timing", "time_call", "Stopwatch"]
+__all__ = ["time_call", "Stopwatch"]
 
 
 def _as_device(device: str | torch.device | None) -> torch.device:
@@ -38,7 +38,7 @@ def synchronize(device: str | torch.device | None = None) -> None:
     """Wait until every kernel queued on ``device`` has finished (a no-op on a CPU).
 
     ``device`` is anything :func:`bigmodel_lib.get_device` accepts; None means
-    the default device (CUDA, then MPS, then CPU), as for the helpers below. Introduced in §1.6.
+    the default device (CUDA, then MPS, then CPU), as for the helpers below.
     """
     dev = _as_device(device)
     if dev.type == "cuda":
@@ -52,7 +52,7 @@ class Timing:
     """The times of repeated calls, in seconds, from :func:`time_call`.
 
     ``times_s`` holds one entry per timed call (warm-up calls excluded);
-    ``result`` is what the last call returned. Introduced in §1.6.
+    ``result`` is what the last call returned.
     """
 
     times_s: list[float] = field(default_factory=list)
@@ -96,7 +96,7 @@ def time_call(
     >>> len(t.times_s), t.result
     (3, 499500)
 
-    Introduced in §1.6.
+    Introduced in the preface.
     """
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"expected repeats to be an integer >= 1, got {repeats!r}")
@@ -123,7 +123,9 @@ class Stopwatch:
     Waits for ``device`` on entry and exit (see :func:`synchronize`).
     ``seconds`` is wall-clock time; ``cpu_seconds`` the CPU time of this
     process (on a busy machine it still counts only this process's work; with
-    several threads it can exceed ``seconds``). Introduced in §1.6.
+    several threads it can exceed ``seconds``).
+
+    Introduced in §1.7.
     """
 
     def __init__(self, device: str | torch.device | None = None):

@@ -4,6 +4,7 @@ corrected models do what the published ones were meant to."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import re
 
@@ -21,21 +22,21 @@ from bigmodel_lib.articles import (
     CorrectedTransformer000,
     CorrectedTransformer001,
     defects,
-    patched_source,
     published_class,
     published_text,
     published_view_rows,
     run_source,
     source,
 )
+from bigmodel_lib.articles.replay import ARTICLES, MODELS, listing, patched_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A copy of the two articles as downloaded, kept apart from the library: the listings the
 # library ships must be found in them word for word.
 PAGES = {name: (pathlib.Path(__file__).parent / "fixtures" / "articles" / f"{name}.txt").read_text("utf-8")
-         for name in articles.ARTICLES}
-LISTINGS = [(a, m) for a in articles.ARTICLES for m in articles.MODELS]
+         for name in ARTICLES}
+LISTINGS = [(a, m) for a in ARTICLES for m in MODELS]
 IDS = [f"{a}-{m}" for a, m in LISTINGS]
 
 
@@ -54,7 +55,7 @@ def _prose(text: str) -> str:
 
 @pytest.mark.parametrize(("article", "model"), LISTINGS, ids=IDS)
 def test_listing_is_in_the_article_word_for_word_under_its_section(article, model):
-    info = articles.listing(article, model)
+    info = listing(article, model)
     page, text = PAGES[article], published_text(article, model)
     assert text.strip() in page  # verbatim, line breaks (or their absence) included
     heading = page.index(f"\n{info.section} ")  # the article's section heading comes just before it
@@ -109,7 +110,7 @@ def test_each_defect_shows_as_documented(article, model, number):
         assert re.search(defect.match, str(error)), f"{defect.title!r}: message {str(error)!r}"
         assert re.search(defect.match, defect.observed), "the observed message must match its pattern"
     if model == "transformer":  # ... and the corrected class's docstring says so.
-        corrected = articles.listing(article, model).corrected
+        corrected = listing(article, model).corrected
         assert defect.observed in _prose(corrected.__doc__), f"not in the docstring: {defect.observed!r}"
 
 
@@ -141,11 +142,10 @@ def test_api_names_what_it_expected():
 def test_published_class_and_corrected_model_share_parameter_names(article, model):
     """The corrected classes keep the article's layer names, so its state_dict loads as is."""
     kwargs = {"lstm": dict(input_size=10, hidden_size=8, num_layers=2, num_classes=2)}.get(model, {})
-    corrected = articles.corrected_model(article, model, **kwargs)
-    assert type(corrected) is articles.listing(article, model).corrected
+    corrected = listing(article, model).corrected(**kwargs)
     if model == "cnn":
         published = published_class(article, model)()
-        corrected = articles.corrected_model(article, model, input_size=24 if article == "000" else 28)
+        corrected = listing(article, model).corrected(input_size=24 if article == "000" else 28)
         assert corrected.load_state_dict(published.state_dict()).missing_keys == []
     elif model == "lstm":
         published = published_class(article, model)(**kwargs)
@@ -395,3 +395,18 @@ def test_corrected_models_bad_input():
         CorrectedTransformer001()(torch.zeros(6, dtype=torch.long))
     with pytest.raises(ValueError, match=r"tgt_in token ids of shape \(B, T\).*got shape \(3,\)"):
         CorrectedTransformer000()(torch.zeros(1, 4, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+
+
+def test_replay_defects_shows_each_defect_and_fails_loudly_when_one_does_not(monkeypatch):
+    rows = articles.replay_defects("001", "cnn")
+    assert [number for number, _, _ in rows] == [1, 2]
+    assert rows[0] == (1, "train_loader is never defined", "NameError: name 'train_loader' is not defined")
+    assert rows[1][2].startswith("RuntimeError: shape '[-1, 3136]' is invalid")
+    first, *rest = defects("001", "cnn")
+    table = articles.defects.__globals__["DEFECTS"]  # the table the API reads
+    monkeypatch.setitem(table, ("001", "cnn"), (dataclasses.replace(first, match="another message"), *rest))
+    with pytest.raises(RuntimeError, match=r"defect 1 \(train_loader is never defined\): expected NameError"):
+        articles.replay_defects("001", "cnn")
+    monkeypatch.setitem(table, ("001", "cnn"), (first, dataclasses.replace(rest[0], error=None)))
+    with pytest.raises(RuntimeError, match=r"defect 2 .* should run silently, but raised RuntimeError"):
+        articles.replay_defects("001", "cnn")

@@ -319,3 +319,34 @@ def test_sequence_longer_than_the_position_table():
         PositionalEncoding(8)(torch.zeros(6, 8))
     with pytest.raises(ValueError, match=r"even d_model.*got d_model=5"):
         sinusoidal_table(10, 5)
+
+
+def test_record_attention_gives_each_calls_weights_and_removes_its_hooks():
+    from bigmodel_lib.models.gpt import GPT, GPTConfig
+    from bigmodel_lib.probes import record_attention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(8, 2, fused_attention=True).eval()  # the fused kernel never stores the weights
+    x, memory = torch.randn(2, 5, 8), torch.randn(2, 7, 8)
+    pad = torch.tensor([[False] * 7, [False] * 4 + [True] * 3])
+    with record_attention(mha) as maps:
+        mha(x, memory, memory, key_padding_mask=pad)
+        mha(x, x, x, is_causal=True)
+    assert len(maps) == 2 and not mha._forward_hooks
+    assert_close(maps[0], mha.attention_weights(x, memory, key_padding_mask=pad))
+    assert (maps[0][1, :, :, 4:] == 0).all() and (maps[1].triu(1) == 0).all()
+
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=11, n_layer=2, n_head=2, n_embd=8)).eval()
+    ids = torch.randint(0, 11, (1, 6))
+    with record_attention(*(block.attn for block in gpt.transformer.h)) as maps:
+        gpt(ids)
+    x0 = gpt.transformer.drop(gpt.transformer.wte(ids) + gpt.transformer.wpe(torch.arange(6)))
+    q, k, _ = gpt.transformer.h[0].attn.c_attn(gpt.transformer.h[0].ln_1(x0)).split(8, dim=2)
+    heads = lambda z: z.view(1, 6, 2, 4).transpose(1, 2)  # noqa: E731
+    assert_close(maps[0], torch.softmax((heads(q) @ heads(k).transpose(-2, -1) / 2).masked_fill(
+        torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf")), dim=-1))  # by hand, head size 4
+    assert len(maps) == 2 and maps[1].shape == (1, 2, 6, 6)
+
+    with pytest.raises(ValueError, match=r"attention_weights method .* got Linear"):
+        with record_attention(nn.Linear(2, 2)):
+            pass

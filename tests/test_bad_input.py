@@ -14,28 +14,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from bigmodel_lib import (
-    TrainConfig,
-    Trainer,
-    accuracy,
-    confusion_matrix,
-    count_parameters_by_module,
-    get_device,
-    load_checkpoint,
-    load_dataset,
-    load_weights,
-    move_to_device,
-    perplexity,
-    plot_attention,
-    plot_filters,
-    plot_history,
-    plot_images,
-    resolve_precision,
-    save_checkpoint,
-    save_weights,
-    seed_everything,
-    token_error_rate,
-)
+from bigmodel_lib import TrainConfig, Trainer, get_device, load_dataset, plot_history, seed_everything
+from bigmodel_lib.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from bigmodel_lib.devices import move_to_device, resolve_precision
+from bigmodel_lib.metrics import accuracy, confusion_matrix, count_parameters_by_module, perplexity, token_error_rate
+from bigmodel_lib.plotting import plot_attention, plot_filters, plot_images
 
 
 def quiet(**kwargs) -> TrainConfig:

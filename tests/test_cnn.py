@@ -220,6 +220,3 @@ def test_receptive_field_table_bad_input_size():
         receptive_field_table(CorrectedCNN(), (32, 32))
 
 
-def test_every_public_name_names_its_chapter_section():
-    for name in cnn.__all__:
-        assert "Chapter 2, section" in (getattr(cnn, name).__doc__ or ""), name

@@ -22,31 +22,25 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from bigmodel_lib import (
-    IGNORE_INDEX,
-    TrainConfig,
-    Trainer,
-    accuracy,
+from bigmodel_lib import TrainConfig, Trainer, evaluation_mode
+from bigmodel_lib.articles import CorrectedTransformer000, CorrectedTransformer001
+from bigmodel_lib.checkpoint import (
     check_state_dict,
-    confusion_matrix,
-    cross_entropy_loss,
-    evaluation_mode,
     load_checkpoint,
     load_weights,
-    perplexity,
-    plot_confusion_matrix,
-    plot_images,
     save_checkpoint,
     save_weights,
-    scored_count,
     unwrap_model,
 )
-from bigmodel_lib.articles import CorrectedTransformer000, CorrectedTransformer001
 from bigmodel_lib.g2p import G2PDataset, SymbolVocab, g2p_loader
+from bigmodel_lib.metrics import IGNORE_INDEX, accuracy, confusion_matrix, perplexity
 from bigmodel_lib.models.char_lstm import CharLSTM
 from bigmodel_lib.models.gpt import GPT, GPTConfig
 from bigmodel_lib.models.transformer import Seq2SeqConfig, Seq2SeqTransformer
+from bigmodel_lib.plotting import plot_confusion_matrix, plot_images
 from bigmodel_lib.text import CharVocab, TokenWindows
+from bigmodel_lib.training import cross_entropy_loss
+from bigmodel_lib.training.losses import scored_count
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,14 +14,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from bigmodel_lib import (
-    DatasetInfo,
-    DatasetUnavailableError,
-    available_datasets,
-    load_dataset,
-    register_dataset,
-)
 from bigmodel_lib import data as data_module
+from bigmodel_lib import load_dataset
+from bigmodel_lib.data import DatasetInfo, DatasetUnavailableError, available_datasets, register_dataset
 
 # ---------------------------------------------------------------------------
 # digits: shipped with scikit-learn
@@ -157,3 +152,19 @@ def test_download_offline_goes_through_torchvision_and_explains(tmp_path, monkey
     assert calls and all(url.startswith("http") for url in calls)  # torchvision's real download code ran
     assert "could not download mnist" in message and "offline" in message
     assert str(tmp_path / "MNIST" / "raw") in message and "checks their checksums" in message
+
+
+def test_dataset_tensors_stacks_every_item_and_names_bad_items():
+    from torch.utils.data import Subset
+
+    from bigmodel_lib import dataset_tensors
+
+    images, labels = torch.rand(5, 1, 2, 2), torch.arange(5)
+    stacked = dataset_tensors(Subset(TensorDataset(images, labels), [4, 0, 2]))
+    assert len(stacked) == 2
+    assert torch.equal(stacked[0], images[[4, 0, 2]]) and torch.equal(stacked[1], labels[[4, 0, 2]])
+    assert dataset_tensors(TensorDataset(images, labels), device="cpu")[0].device.type == "cpu"
+    with pytest.raises(ValueError, match="at least one item, got an empty one"):
+        dataset_tensors(TensorDataset(images[:0], labels[:0]))
+    with pytest.raises(ValueError, match="tuples of tensors, got int items"):
+        dataset_tensors([1, 2, 3])

@@ -10,16 +10,14 @@ import pytest
 import torch
 
 import bigmodel_lib
+from bigmodel_lib import environment_report, get_device, seed_everything
 from bigmodel_lib.devices import (
     DEVICE_ENV_VAR,
     autocast,
     dataloader_kwargs,
-    environment_report,
-    get_device,
     grad_scaler,
     move_to_device,
     resolve_precision,
-    seed_everything,
 )
 
 needs_no_gpu = pytest.mark.skipif(
@@ -118,21 +116,3 @@ def test_cuda_precision_scaler_and_data_movement():
     moved = move_to_device((torch.ones(3).pin_memory(), torch.zeros(2)), "cuda")
     torch.cuda.synchronize()
     assert all(t.device.type == "cuda" for t in moved)
-
-
-# ---------------------------------------------------------------------------
-# The library's public names
-
-
-def test_every_public_name_has_a_docstring_naming_its_chapter():
-    import re
-
-    missing = []
-    for name in bigmodel_lib.__all__:
-        value = getattr(bigmodel_lib, name)
-        if name == "__version__" or isinstance(value, int):  # constants (IGNORE_INDEX) carry a #: comment instead
-            continue
-        doc = value.__doc__ or ""
-        if not re.search(r"\b(preface|chapters? \d)", doc, flags=re.IGNORECASE):
-            missing.append(name)
-    assert not missing, f"public names whose docstring names no chapter: {missing}"

@@ -10,16 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bigmodel_lib import (
+from bigmodel_lib import attention_flops, count_parameters, estimate_flops, linear_flops
+from bigmodel_lib.metrics import (
     accuracy,
-    attention_flops,
     confusion_matrix,
     conv2d_flops,
-    count_parameters,
     count_parameters_by_module,
     edit_distance,
-    estimate_flops,
-    linear_flops,
     perplexity,
     sequence_error_rate,
     token_error_rate,

@@ -11,17 +11,17 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bigmodel_lib import (  # noqa: E402
-    History,
+from bigmodel_lib import plot_history, use_book_style
+from bigmodel_lib.plotting import (  # noqa: E402
+    BOOK_STYLE,
+    PAGE_WIDTH_IN,
     plot_attention,
     plot_confusion_matrix,
     plot_feature_maps,
     plot_filters,
-    plot_history,
     plot_images,
-    use_book_style,
 )
-from bigmodel_lib.plotting import BOOK_STYLE, PAGE_WIDTH_IN  # noqa: E402
+from bigmodel_lib.training.config import History
 
 
 @pytest.fixture(autouse=True)

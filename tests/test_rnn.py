@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch.testing import assert_close
 
 from bigmodel_lib.articles import CorrectedLSTMClassifier
-from bigmodel_lib.models import rnn
 from bigmodel_lib.models.char_lstm import CharLSTM
 from bigmodel_lib.models.forecaster import SequenceForecaster, sliding_windows
 from bigmodel_lib.models.rnn import LSTM, RNN, GRUCell, LSTMCell, RNNCell
@@ -170,7 +169,7 @@ def test_gradient_norm_grows_with_distance_when_w_hh_is_large():
 def test_gradient_norms_equal_explicit_jacobian_and_accept_torch_modules():
     torch.manual_seed(6)
     model = nn.LSTM(3, 4, batch_first=False)
-    x = torch.randn(6, 1, 3)  # (T, B, F)
+    x = torch.randn(6, 1, 3)  # (T, B, I)
     jac = torch.autograd.functional.jacobian(lambda inp: model(inp)[0][-1], x)  # (1, 4, T, 1, 3)
     expected = jac[0].permute(1, 0, 2, 3).reshape(6, -1).norm(dim=1)
     assert_close(input_gradient_norms(model, x, batch_first=False), expected)
@@ -254,12 +253,12 @@ def test_sequence_forecaster_shapes_and_training_reduces_loss():
 
 
 def test_rnn_wrong_feature_size():
-    with pytest.raises(ValueError, match=r"built for input_size=3 features \(B, T, F\), got 5 features"):
+    with pytest.raises(ValueError, match=r"built for input_size=3 features \(B, T, I\), got 5 features"):
         RNN(3, 4, batch_first=True)(torch.zeros(2, 6, 5))
 
 
 def test_rnn_wrong_rank():
-    with pytest.raises(ValueError, match=r"3-D input \(T, B, F\) with F=3, got a 2-D tensor of shape \(6, 3\)"):
+    with pytest.raises(ValueError, match=r"3-D input \(T, B, I\) with I=3, got a 2-D tensor of shape \(6, 3\)"):
         RNN(3, 4)(torch.zeros(6, 3))
 
 
@@ -291,6 +290,3 @@ def test_gru_cell_wrong_feature_size():
         GRUCell(4, 2)(torch.zeros(2, 3))
 
 
-def test_every_public_name_names_its_chapter_section():
-    for name in rnn.__all__:
-        assert "Chapter 3, section" in (getattr(rnn, name).__doc__ or ""), name

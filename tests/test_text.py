@@ -5,7 +5,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from bigmodel_lib import text
 from bigmodel_lib.text import CharVocab, TokenWindows, char_splits, pydoc_text
 
 
@@ -114,6 +113,3 @@ def test_split_rejects_too_little_text_and_bad_fractions():
         char_splits("x" * 100, block_size=4, val_fraction=1.0)
 
 
-def test_every_public_name_names_its_chapter_section():
-    for name in text.__all__:
-        assert "Chapter 3, section" in (getattr(text, name).__doc__ or ""), name

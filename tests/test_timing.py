@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from bigmodel_lib import timing
-from bigmodel_lib.timing import Stopwatch, Timing, synchronize, time_call
+from bigmodel_lib import Stopwatch, time_call, timing
+from bigmodel_lib.timing import Timing, synchronize
 
 
 def test_time_call_times_each_repeat_after_an_untimed_warmup():

@@ -12,17 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from bigmodel_lib import (
-    History,
-    TrainConfig,
-    Trainer,
-    fit,
-    load_checkpoint,
-    load_dataset,
-    save_checkpoint,
-    seed_everything,
-    warmup_cosine,
-)
+from bigmodel_lib import TrainConfig, Trainer, load_dataset, seed_everything
+from bigmodel_lib.checkpoint import load_checkpoint, save_checkpoint
+from bigmodel_lib.training.config import History, warmup_cosine
 
 
 def mlp(hidden: int = 128, dropout: float = 0.0) -> nn.Module:
@@ -138,7 +130,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_safetensors_weights_round_trip(tmp_path):
-    from bigmodel_lib import load_weights, save_weights
+    from bigmodel_lib.checkpoint import load_weights, save_weights
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 3))
@@ -151,7 +143,7 @@ def test_safetensors_weights_round_trip(tmp_path):
 
 
 def test_safetensors_saves_tied_weights(tmp_path):
-    from bigmodel_lib import load_weights, save_weights
+    from bigmodel_lib.checkpoint import load_weights, save_weights
 
     emb = nn.Embedding(5, 3)
     head = nn.Linear(3, 5, bias=False)
@@ -363,10 +355,10 @@ def test_outputs_that_are_not_tensors_get_a_clear_error():
         Trainer(Dict(), quiet(epochs=1, batch_size=8)).fit(data)
 
 
-def test_fit_function_and_history_round_trip():
+def test_history_round_trip():
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 3), torch.randint(0, 2, (32,)))
-    history = fit(nn.Linear(3, 2), data, data, quiet(epochs=2, batch_size=8))
+    history = Trainer(nn.Linear(3, 2), quiet(epochs=2, batch_size=8)).fit(data, data)
     assert isinstance(history, History) and history.epochs == 2
     assert History.from_dict(history.to_dict()) == history
 

@@ -77,8 +77,8 @@ bigmodel_lib.g2p.g2p_loader = _g2p_loader_shifted
 
 # Per notebook: code run first in the dump cell, then (assert as in the notebook, the value it
 # compares, the condition to check when it is not the assert's own test).
-_MEAN = '(lambda f: np.array([results[f, w][1] for w in SCALE["widths"]]).mean(axis=1))'
-_FIT = f'(lambda f: fit_power_law(np.array([results[f, w][0] for w in SCALE["widths"]]), {_MEAN}(f)))'
+_MEAN = '(lambda f: np.array([results[f, w][1] for w in SCALE.widths]).mean(axis=1))'
+_FIT = f'(lambda f: fit_power_law(np.array([results[f, w][0] for w in SCALE.widths]), {_MEAN}(f)))'
 CLAIMS = {
     "01_large_models": (f"_mean, _fit = {_MEAN}, {_FIT}", [
         ("assert mean[-1] < 0.5 * mean[0]  # all training images", "_mean(1.0)[-1] / _mean(1.0)[0]", "_v < 0.5"),
@@ -90,7 +90,7 @@ CLAIMS = {
         ("assert sgd_epoch_loss[-1] < sgd_epoch_loss[0]", "[sgd_epoch_loss[0], sgd_epoch_loss[-1]]", None),
         ("assert sgd_epoch_loss[-1] > 0.6 * math.log(10) and sgd_accuracy < 0.75",
          "[sgd_epoch_loss[-1] / math.log(10), sgd_accuracy]", None),
-        ('assert test_accuracy >= RUN["min_test_accuracy"], test_accuracy', "test_accuracy", None)]),
+        ('assert test_accuracy >= cfg.min_test_accuracy, test_accuracy', "test_accuracy", None)]),
     "03_rnn": ("_g, _m = grad_at_init, memory_accuracy", [
         ("assert open_ratio > 100, open_ratio", "open_ratio", None),
         ('assert grad_at_init["LSTM, forget bias 3"][digit_rows].mean() > 100 * grad_at_init["LSTM, default init"]'

@@ -10,7 +10,7 @@ Chapters 2.4, 3.2 and 4.7 run them through one API::
     articles.run_source(articles.source("001", "cnn"))  # -> (namespace, NameError(...))
     for d in articles.defects("001", "transformer"):  # each defect, and its fix
         print(d.title)
-    model = articles.corrected_model("000", "cnn", input_size=32)
+    model = articles.CorrectedCNN(input_size=32)     # the corrected model
 
 An article is named by its number, the string ``"000"`` or ``"001"``; a model
 by ``"cnn"``, ``"lstm"`` or ``"transformer"``.
@@ -21,36 +21,24 @@ patching the listings).
 """
 
 from bigmodel_lib.articles.cnn import CorrectedCNN, CorrectedDCNN, published_view_rows
-from bigmodel_lib.articles.defects import Defect
 from bigmodel_lib.articles.lstm import CorrectedLSTMClassifier
 from bigmodel_lib.articles.replay import (
-    ARTICLES,
-    MODELS,
-    Listing,
-    corrected_model,
     defects,
-    listing,
-    patched_source,
     published_class,
     published_text,
+    replay_defects,
     run_source,
     source,
 )
 from bigmodel_lib.articles.transformer import CorrectedTransformer000, CorrectedTransformer001
 
 __all__ = [
-    "ARTICLES",
-    "MODELS",
-    "Listing",
-    "Defect",
-    "listing",
     "published_text",
     "source",
     "published_class",
     "run_source",
     "defects",
-    "patched_source",
-    "corrected_model",
+    "replay_defects",
     "CorrectedCNN",
     "CorrectedDCNN",
     "published_view_rows",

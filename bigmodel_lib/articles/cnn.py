@@ -1,7 +1,6 @@
 """The source articles' CNNs, corrected: the flatten size computed, not hard-coded.
 
-Chapter 2, section 2.4 (a first CNN, and the bug in the published one). The
-published listings and their defects are in :mod:`bigmodel_lib.articles`.
+The published listings and their defects are in :mod:`bigmodel_lib.articles`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ __all__ = ["CorrectedCNN", "CorrectedDCNN", "published_view_rows"]
 
 class CorrectedCNN(nn.Module):
     """Article 000's ``CNN`` with the flatten size computed instead of hard-coded.
-
-    Chapter 2, section 2.4 (a first CNN, and the bug in the published one).
 
     Architecture (unchanged from the article; names match its ``CNN`` so its
     ``state_dict`` loads as is)::
@@ -56,6 +53,8 @@ class CorrectedCNN(nn.Module):
     ``64 * (H // 4) * (W // 4)``, ``flatten(1)`` keeps the batch dimension no
     matter what, and an image of another size raises a ``ValueError`` naming
     the size the network was built for.
+
+    Introduced in §2.4.
     """
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, input_size: int | Sequence[int] = 32):
@@ -107,8 +106,6 @@ class CorrectedCNN(nn.Module):
 class CorrectedDCNN(CorrectedCNN):
     """Article 001's ``DCNN`` for 1x28x28 images (MNIST), flatten size computed.
 
-    Chapter 2, section 2.4 (a first CNN, and the bug in the published one).
-
     The article's ``DCNN`` is the same network as article 000's ``CNN`` (conv 32,
     conv 64, a 2x2 max pool after each, fc 128, fc 10) for one input channel;
     it writes ``64 * 7 * 7``, which is right for 28x28 images (28 -> 14 -> 7;
@@ -118,6 +115,8 @@ class CorrectedDCNN(CorrectedCNN):
     keeps its ReLU as a module, ``self.relu``; so does this class, so the
     article's ``state_dict`` loads as is. Its training loop uses a
     ``train_loader`` it never defines (see :func:`bigmodel_lib.articles.source`).
+
+    Introduced in §2.4.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int | Sequence[int] = 28):
@@ -137,8 +136,6 @@ class CorrectedDCNN(CorrectedCNN):
 def published_view_rows(input_size: int, batch_size: int, article: str = "000") -> int | None:
     """Rows the published ``x.view(-1, 64 * s * s)`` makes of a batch, or None if it raises.
 
-    Chapter 2, section 2.4 (a first CNN, and the bug in the published one).
-
     After the two poolings each image of side ``n`` has ``64 * (n // 4) ** 2``
     numbers; ``view(-1, 64 * s * s)`` (``s = 6`` in article 000, ``7`` in article 001)
     works whenever the batch's total is a multiple of ``64 * s * s`` and then
@@ -148,6 +145,8 @@ def published_view_rows(input_size: int, batch_size: int, article: str = "000") 
 
     >>> published_view_rows(24, 9), published_view_rows(32, 9), published_view_rows(32, 8)
     (9, 16, None)
+
+    Introduced in §2.4.
     """
     side = {"000": 6, "001": 7}.get(article)
     if side is None:

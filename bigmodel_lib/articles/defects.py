@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Defect", "DEFECTS"]
+__all__ = []
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,6 @@ class Defect:
     tuple of (old, new) text replacements (empty when the corrected class is
     the fix). ``code_upto`` stops the listing before that line (to skip a
     training loop that cannot run yet).
-
-    Introduced in §4.7.
     """
 
     title: str

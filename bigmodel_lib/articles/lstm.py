@@ -1,7 +1,6 @@
 """The source articles' LSTM classifier, corrected for padded batches.
 
-Chapter 3, section 3.2 (long short-term memory: classifying sequences). The
-published listings and their defects are in :mod:`bigmodel_lib.articles`.
+The published listings and their defects are in :mod:`bigmodel_lib.articles`.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ __all__ = ["CorrectedLSTMClassifier"]
 
 class CorrectedLSTMClassifier(nn.Module):
     """The source articles' ``RNN`` class: an LSTM whose last step feeds a classifier.
-
-    Chapter 3, section 3.2 (long short-term memory: classifying sequences).
 
     Both articles publish this class (article 000 section 4.2, article 001 section
     1.5.2) under the name ``RNN``, although it is an LSTM: a batch-first
@@ -45,6 +42,8 @@ class CorrectedLSTMClassifier(nn.Module):
     are then packed (``pack_padded_sequence``) so the LSTM stops at each
     sequence's last real step, and the top layer's final hidden state ``h_n``
     is that step's output. Returns logits (B, num_classes).
+
+    Introduced in §3.2.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int, num_classes: int):

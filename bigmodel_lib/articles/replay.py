@@ -10,6 +10,7 @@ articles.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -21,19 +22,7 @@ from bigmodel_lib.articles.defects import DEFECTS, Defect
 from bigmodel_lib.articles.lstm import CorrectedLSTMClassifier
 from bigmodel_lib.articles.transformer import CorrectedTransformer000, CorrectedTransformer001
 
-__all__ = [
-    "ARTICLES",
-    "MODELS",
-    "Listing",
-    "listing",
-    "published_text",
-    "source",
-    "published_class",
-    "run_source",
-    "defects",
-    "patched_source",
-    "corrected_model",
-]
+__all__ = ["published_text", "source", "published_class", "run_source", "defects", "replay_defects"]
 
 ARTICLES = {
     "000": "第2章 大模型的基础知识 2.2.1 模型架构",
@@ -55,8 +44,6 @@ class Listing:
     the listing defines, ``instance`` the variable it builds (``net`` or
     ``model``), ``corrected`` the class that fixes it, and ``chapter`` the
     book section that runs it.
-
-    Introduced in §2.4.
     """
 
     article: str
@@ -81,7 +68,7 @@ _LISTINGS = {
 def listing(article: str, model: str) -> Listing:
     """The :class:`Listing` of ``model`` (``"cnn"``, ``"lstm"`` or ``"transformer"``) in ``article``.
 
-    Raises ValueError naming the articles and models there are. Introduced in §2.4.
+    Raises ValueError naming the articles and models there are.
     """
     if article not in ARTICLES:
         raise ValueError(f"expected article '000' or '001' (a string), got {article!r}")
@@ -99,7 +86,9 @@ def published_text(article: str, model: str) -> str:
     """The listing exactly as the article's web page shows it: line breaks or indentation lost.
 
     Article 000's listings are one line each; article 001's keep their line
-    breaks but no indentation. Neither is valid Python. Introduced in §2.4.
+    breaks but no indentation. Neither is valid Python.
+
+    Introduced in §2.4.
     """
     return _read(article, model, "as_published")
 
@@ -110,7 +99,9 @@ def source(article: str, model: str, include_training_loop: bool = True) -> str:
     Article 001's listings end in a training loop over a ``train_loader`` they
     never define; ``include_training_loop=False`` leaves the loop out (article
     000's listings have none). ``exec`` the code, or use :func:`run_source` to
-    catch the first error. Introduced in §2.4.
+    catch the first error.
+
+    Introduced in §2.4.
     """
     code = _read(article, model, "reindented")
     if not include_training_loop:
@@ -122,7 +113,9 @@ def published_class(article: str, model: str) -> type[nn.Module]:
     """Execute the listing up to its class definition and return the class, unchanged.
 
     ``published_class("000", "cnn")`` is article 000's ``CNN``, hard-coded
-    flatten size included. Introduced in §2.4.
+    flatten size included.
+
+    Introduced in §2.4.
     """
     info = listing(article, model)
     code = source(article, model).split(f"\n{info.instance} = ")[0]
@@ -136,7 +129,9 @@ def run_source(code: str, run: str = "", code_upto: str | None = None) -> tuple[
 
     Returns the namespace and the exception raised (None if everything ran),
     so a notebook can show the error without stopping. ``code_upto`` cuts
-    ``code`` before that line. Introduced in §2.4.
+    ``code`` before that line.
+
+    Introduced in §3.2.
     """
     if code_upto is not None:
         code = code.split(code_upto)[0]
@@ -150,7 +145,10 @@ def run_source(code: str, run: str = "", code_upto: str | None = None) -> tuple[
 
 
 def defects(article: str, model: str) -> tuple[Defect, ...]:
-    """The defects of a listing, in the order running it meets them. Introduced in §2.4."""
+    """The defects of a listing, in the order running it meets them.
+
+    Introduced in §4.7.
+    """
     listing(article, model)
     return DEFECTS[article, model]
 
@@ -162,7 +160,6 @@ def patched_source(article: str, model: str, upto: int = 0, skip: tuple[int, ...
     ``i`` shows. With ``upto=len(defects(article, model))`` every fix is
     applied; the code then runs, though it keeps the silent defects. Raises
     ValueError for an ``upto`` out of range or a fix whose text is missing.
-    Introduced in §2.4.
     """
     code = source(article, model)
     found = defects(article, model)
@@ -178,9 +175,35 @@ def patched_source(article: str, model: str, upto: int = 0, skip: tuple[int, ...
     return code
 
 
-def corrected_model(article: str, model: str, **kwargs) -> nn.Module:
-    """A new instance of the corrected class of a listing; ``kwargs`` go to its constructor.
+def replay_defects(article: str, model: str) -> list[tuple[int, str, str]]:
+    """Show every defect of a listing, in order, on the code with the earlier ones fixed.
+
+    For defect ``i`` (numbered from 1) runs ``patched_source(article, model,
+    i - 1)`` and the defect's demonstration, and checks that the documented
+    error appears, or, for a silent defect, that the demonstration's asserts
+    hold; then checks that the listing runs with every fix. Returns one row
+    ``(number, title, what happened)`` per defect, e.g. to print as a table.
+    Raises RuntimeError if a defect does not show as documented (another
+    PyTorch version may word an error differently).
 
     Introduced in §2.4.
     """
-    return listing(article, model).corrected(**kwargs)
+    rows = []
+    for number, defect in enumerate(defects(article, model)):
+        _, error = run_source(patched_source(article, model, number), defect.run, defect.code_upto)
+        if defect.error is None:  # silent: the demonstration's asserts hold because of the defect
+            if error is not None:
+                raise RuntimeError(f"defect {number + 1} ({defect.title}) should run silently, but raised {error!r}")
+            shown = f"runs, and computes the wrong thing: {defect.observed}"
+        else:
+            if type(error).__name__ != defect.error or not re.search(defect.match, str(error)):
+                raise RuntimeError(
+                    f"defect {number + 1} ({defect.title}): expected {defect.error} matching {defect.match!r}, "
+                    f"got {error!r}"
+                )
+            shown = f"{type(error).__name__}: {error}"
+        rows.append((number + 1, defect.title, shown))
+    _, error = run_source(patched_source(article, model, len(rows)))
+    if error is not None:
+        raise RuntimeError(f"with every fix applied the listing should run, but raised {error!r}")
+    return rows

@@ -1,7 +1,7 @@
 """The source articles' Transformers, corrected.
 
-Chapter 4, section 4.7 (reading Transformer code critically). The published
-listings and the defects met by running them are in :mod:`bigmodel_lib.articles`.
+The published listings and the defects met by running them are in
+:mod:`bigmodel_lib.articles`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["CorrectedTransformer000", "CorrectedTransformer001"]
 
 
 class CorrectedTransformer000(nn.Module):
-    """Article 000's encoder-decoder Transformer, corrected. Chapter 4, section 4.7 (reading Transformer code critically).
+    """Article 000's encoder-decoder Transformer, corrected.
 
     The article's section 4.3 builds an embedding, a sinusoidal positional
     encoding, an ``nn.TransformerEncoderLayer``, an ``nn.TransformerDecoderLayer``
@@ -81,6 +81,8 @@ class CorrectedTransformer000(nn.Module):
     causal mask on its own input, the position table is a buffer sized by
     ``max_len``, and everything is batch-first. The feed-forward width is
     4 x ``hidden_size`` (PyTorch's default 2048 would be 256 x).
+
+    Introduced in §4.7.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class CorrectedTransformer000(nn.Module):
 
 
 class CorrectedTransformer001(nn.Module):
-    """Article 001's encoder-only Transformer, corrected. Chapter 4, section 4.7 (reading Transformer code critically).
+    """Article 001's encoder-only Transformer, corrected.
 
     The article's section 1.5.3 builds a token embedding, a learned position
     embedding, ``num_layers`` ``nn.TransformerEncoderLayer`` in an
@@ -211,6 +213,8 @@ class CorrectedTransformer001(nn.Module):
     sqrt(hidden_size)), the position table has ``max_len`` rows, and an
     optional boolean ``src_key_padding_mask`` (B, T) (True = padding) replaces
     the broken mask. ``forward(src)`` maps (B, T) ids to logits (B, T, input_size).
+
+    Introduced in §4.7.
     """
 
     def __init__(

@@ -1,7 +1,6 @@
 """Attention: scaled dot-product attention, masks and multi-head attention.
 
-Taught in chapter 4, sections 4.1 (scaled dot-product attention and masks) and
-4.2 (multi-head attention). Every function here is written from the formula;
+Every function here is written from the formula;
 the tests check each one against PyTorch's own implementation.
 
 Shapes use one notation: B batch, T (Tq, Tk) sequence length, C model width
@@ -45,7 +44,9 @@ def causal_mask(size: int, key_size: int | None = None, device=None) -> torch.Te
     Returns a boolean (size, key_size) tensor, True on and below the diagonal,
     i.e. True = may attend. ``key_size`` defaults to ``size``; when it differs
     the mask is aligned at the top left, as ``F.scaled_dot_product_attention(is_causal=True)``
-    does. Chapter 4, section 4.1 (masks).
+    does.
+
+    Introduced in §4.1.
     """
     key_size = size if key_size is None else key_size
     return torch.ones(size, key_size, dtype=torch.bool, device=device).tril()
@@ -56,7 +57,9 @@ def padding_mask(lengths, max_len: int | None = None) -> torch.Tensor:
 
     ``lengths`` holds the true length of each sequence of a padded batch; the
     result has shape (B, max_len), row b is False for the first ``lengths[b]``
-    positions and True after them. Chapter 4, section 4.1 (masks).
+    positions and True after them.
+
+    Introduced in §4.1.
     """
     lengths = torch.as_tensor(lengths)
     if lengths.dim() != 1:
@@ -117,7 +120,8 @@ def attention_weights(
     Masked keys (``attn_mask`` False, or later positions when ``is_causal``)
     get weight 0. A query that may attend to no key at all gets a row of zeros
     rather than NaN, as in ``F.scaled_dot_product_attention``.
-    Chapter 4, section 4.1 (scaled dot-product attention).
+
+    Introduced in §4.1.
     """
     if query.size(-1) != key.size(-1):
         raise ValueError(
@@ -155,7 +159,8 @@ def scaled_dot_product_attention(
     ``attn_mask`` is boolean, True = may attend, broadcasting to (..., Tq, Tk);
     ``is_causal`` adds the look-ahead mask. Same arguments and result as
     ``F.scaled_dot_product_attention`` (the fused version the GPT uses).
-    Chapter 4, section 4.1 (scaled dot-product attention).
+
+    Introduced in §4.1.
     """
     _check_qkv(query, key, value)
     weights = attention_weights(query, key, attn_mask=attn_mask, is_causal=is_causal)  # (..., Tq, Tk)
@@ -184,7 +189,9 @@ def attend(
     which can pick a fused kernel (FlashAttention and the like) that never
     stores the (Tq, Tk) weights. Without dropout both give the same result (the
     tests check it); wrong shapes or mask dtypes raise ``ValueError`` on both.
-    Chapter 4, section 4.2 (multi-head attention); the GPT of section 4.6 uses it.
+    The GPT of section 4.6 uses it too.
+
+    Introduced in §4.1.
     """
     if not fused_attention:
         return scaled_dot_product_attention(query, key, value, attn_mask, is_causal=is_causal, dropout_p=dropout_p)
@@ -214,7 +221,9 @@ class MultiHeadAttention(nn.Module):
     allowed (see the module docstring). Set ``fused_attention=True`` to compute
     the attention with ``F.scaled_dot_product_attention`` instead of the
     from-scratch function (see :func:`attend`). :meth:`load_from_torch` copies
-    the weights of an ``nn.MultiheadAttention``. Chapter 4, section 4.2 (multi-head attention).
+    the weights of an ``nn.MultiheadAttention``.
+
+    Introduced in §4.2.
     """
 
     def __init__(
@@ -273,11 +282,17 @@ class MultiHeadAttention(nn.Module):
         self,
         query: torch.Tensor,
         key: torch.Tensor,
+        value: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
     ) -> torch.Tensor:
-        """The weights (B, nh, Tq, Tk) of every head, e.g. to plot them. Chapter 4, section 4.2."""
+        """The weights (B, nh, Tq, Tk) of every head that ``forward`` with the same arguments uses.
+
+        Takes ``forward``'s arguments (``value`` is accepted and not needed), so
+        :func:`bigmodel_lib.probes.record_attention` can recompute the weights
+        of any call.
+        """
         self._check_inputs(query, key)
         mask = self._combined_mask(query.size(0), query.size(1), key.size(1), key_padding_mask, attn_mask)
         q = self._split_heads(self.w_q(query))  # (B, nh, Tq, hs)
@@ -311,7 +326,7 @@ class MultiHeadAttention(nn.Module):
         """Copy the weights of a batch-first ``nn.MultiheadAttention`` into this module.
 
         PyTorch stores W^Q, W^K, W^V stacked in one (3C, C) ``in_proj_weight``;
-        we split it in three. Chapter 4, section 4.2 (checking against PyTorch).
+        we split it in three.
         """
         if mha.embed_dim != self.d_model or mha.num_heads != self.num_heads:
             raise ValueError(

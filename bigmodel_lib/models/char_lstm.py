@@ -21,13 +21,13 @@ __all__ = ["CharLSTM"]
 class CharLSTM(nn.Module):
     """A character-level language model: embedding -> LSTM -> next-character logits.
 
-    Chapter 3, section 3.4 (generating text one character at a time).
-
     ``forward(idx, state=None)``: ``idx`` (B, T) character ids in
     ``[0, vocab_size)``; returns ``(logits, state)`` with logits (B, T, V), the
     prediction of the character after each position, and the LSTM state
     ``(h, c)`` (L, B, H) each, to continue from. Uses ``nn.LSTM`` (cuDNN on a
     GPU); :class:`LSTM` is the same computation written out.
+
+    Introduced in §3.4.
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 32, hidden_size: int = 128, num_layers: int = 1):

@@ -60,8 +60,6 @@ def conv_output_size(
 ) -> int:
     """Output length of a convolution or pooling along one spatial axis.
 
-    Chapter 2, section 2.1 (the convolution layer).
-
     ``floor((n + 2p - d(k - 1) - 1) / s) + 1``: the padded input has ``n + 2p``
     positions, a dilated kernel spans ``d(k - 1) + 1`` of them, and the window
     moves ``s`` positions at a time.
@@ -70,6 +68,8 @@ def conv_output_size(
     32
     >>> conv_output_size(32, kernel=2, stride=2)
     16
+
+    Introduced in §2.1.
     """
     if size < 1 or kernel < 1 or stride < 1 or dilation < 1 or padding < 0:
         raise ValueError(
@@ -120,8 +120,6 @@ def conv2d_loops(
 ) -> torch.Tensor:
     """2-D convolution written as the loops of its definition (slow; for reading).
 
-    Chapter 2, section 2.1 (the convolution layer).
-
     ``y[b, o, i, j] = bias[o] + sum_{c, u, v} weight[o, c, u, v] *
     x_pad[b, c, i*s + u*d, j*s + v*d]``
 
@@ -129,6 +127,8 @@ def conv2d_loops(
     kernel is not flipped). Shapes: ``x`` (B, C_in, H, W), ``weight``
     (C_out, C_in, kH, kW), ``bias`` (C_out,), result (B, C_out, H_out, W_out).
     Use small inputs: this runs ``H_out * W_out`` Python iterations.
+
+    Introduced in §2.1.
     """
     _check_conv_args(x, weight, bias)
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
@@ -162,13 +162,13 @@ def conv2d(
 ) -> torch.Tensor:
     """2-D convolution as one matrix product over unfolded windows (fast).
 
-    Chapter 2, section 2.1 (the convolution layer).
-
     Same result as :func:`conv2d_loops`: ``F.unfold`` cuts every window out of
     the padded input and lays it flat as a column of length ``C_in * kH * kW``;
     the convolution is then one matrix product of the flattened filters with
     those columns ("im2col"). Same arguments as ``torch.nn.functional.conv2d``
     (without ``groups``).
+
+    Introduced in §2.1.
     """
     _check_conv_args(x, weight, bias)
     stride, padding, dilation = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
@@ -235,11 +235,11 @@ def max_pool2d(
 ) -> torch.Tensor:
     """Max pooling from scratch: the largest value in each window.
 
-    Chapter 2, section 2.2 (the pooling layer).
-
     ``x`` (B, C, H, W) -> (B, C, H_out, W_out), sizes from
     :func:`conv_output_size`. ``stride`` defaults to ``kernel_size``
     (non-overlapping windows), as in ``torch.nn.functional.max_pool2d``.
+
+    Introduced in §2.2.
     """
     return _pool2d(x, kernel_size, stride, padding, reduce="max")
 
@@ -252,9 +252,9 @@ def avg_pool2d(
 ) -> torch.Tensor:
     """Average pooling from scratch: the mean of each window.
 
-    Chapter 2, section 2.2 (the pooling layer).
-
     Zero padding counts in the mean, as in ``torch.nn.functional.avg_pool2d``
     with its default ``count_include_pad=True``.
+
+    Introduced in §2.2.
     """
     return _pool2d(x, kernel_size, stride, padding, reduce="mean")

@@ -1,6 +1,6 @@
 """Forecasting a time series with an LSTM (chapter 3, section 3.5).
 
-Shapes: ``B`` batch (windows), ``T`` window length, ``F`` features per step.
+Shapes: ``B`` batch (windows), ``T`` window length, ``I`` features per step.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ __all__ = ["SequenceForecaster", "sliding_windows"]
 class SequenceForecaster(nn.Module):
     """An LSTM regressor that predicts the next value of a univariate series.
 
-    Chapter 3, section 3.5 (forecasting a time series).
-
     ``forward(window)``: ``window`` (B, T) of past values, or (B, T, 1);
     returns (B,), the prediction of the value after each window: the LSTM's
     last hidden state through a linear layer. :func:`sliding_windows` cuts a
     series into (window, next value) pairs for training; :meth:`forecast`
     feeds predictions back in to look several steps ahead.
+
+    Introduced in §3.5.
     """
 
     def __init__(self, hidden_size: int = 32, num_layers: int = 1):
@@ -56,10 +56,10 @@ class SequenceForecaster(nn.Module):
 def sliding_windows(series: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut a series (N,) into inputs (N - window, window) and next values (N - window,).
 
-    Chapter 3, section 3.5 (forecasting a time series).
-
     Row ``i`` of the inputs is ``series[i : i + window]`` and its target is
     ``series[i + window]``.
+
+    Introduced in §3.5.
     """
     if series.dim() != 1:
         raise ValueError(f"series must be 1-D (N,), got shape {tuple(series.shape)}")

@@ -1,7 +1,6 @@
 """GPT: a decoder-only Transformer language model, in the layout of nanoGPT.
 
-Taught in chapter 4, section 4.6 (decoder-only models and GPT). The layer
-names follow nanoGPT and GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
+The layer names follow nanoGPT and GPT-2 (``transformer.wte``, ``transformer.h.0.attn.c_attn``,
 ``lm_head``, ...) so that weights of the same shapes load by a plain
 state-dict copy. (GPT-2's own checkpoints store the linear layers as
 ``Conv1D``: their ``c_attn``, ``c_proj`` and ``c_fc`` weights must be transposed.)
@@ -27,9 +26,9 @@ import torch.nn.functional as F
 
 from bigmodel_lib.devices import evaluation_mode
 from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
-from bigmodel_lib.models.attention import attend
+from bigmodel_lib.models.attention import attend, attention_weights
 
-__all__ = ["GPTConfig", "CausalSelfAttention", "MLP", "Block", "GPT"]
+__all__ = ["GPTConfig", "GPT"]
 
 
 @dataclass
@@ -38,7 +37,8 @@ class GPTConfig:
 
     GPT-2 small would be ``GPTConfig(block_size=1024, vocab_size=50257,
     n_layer=12, n_head=12, n_embd=768)``: another config, the same code.
-    Chapter 4, section 4.6 (GPT).
+
+    Introduced in §4.6.
     """
 
     block_size: int = 64  # longest context, the size of the position table
@@ -54,7 +54,7 @@ class GPTConfig:
 class CausalSelfAttention(nn.Module):
     """Masked multi-head self-attention with the three projections fused into one layer ``c_attn``.
 
-    (B, T, C) -> (B, T, C). Chapter 4, section 4.6 (GPT's attention).
+    (B, T, C) -> (B, T, C).
     """
 
     def __init__(self, config: GPTConfig):
@@ -71,13 +71,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # W^O
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
         hs = C // self.n_head
-        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        return tuple(z.view(B, T, self.n_head, hs).transpose(1, 2) for z in (q, k, v))  # 3 x (B, nh, T, hs)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The causal attention weights (B, nh, T, T) that ``forward(x)`` uses, e.g. to plot them."""
+        q, k, _ = self._heads(x)
+        return attention_weights(q, k, is_causal=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self._heads(x)  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
         y = attend(q, k, v, is_causal=True, dropout_p=dropout_p, fused_attention=self.fused_attention)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
@@ -85,7 +92,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """The feed-forward sublayer: widen 4x, GELU, project back. (B, T, C) -> (B, T, C). Chapter 4, section 4.6."""
+    """The feed-forward sublayer: widen 4x, GELU, project back. (B, T, C) -> (B, T, C)."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -99,7 +106,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """A pre-norm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Chapter 4, section 4.6."""
+    """A pre-norm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -122,7 +129,8 @@ class GPT(nn.Module):
     (positions whose target is ``IGNORE_INDEX`` = -100 are ignored; ids
     outside ``[0, vocab_size)`` raise ``ValueError``). The output layer ``lm_head`` shares its
     weight with the token embedding ``transformer.wte`` (weight tying).
-    Chapter 4, section 4.6 (GPT).
+
+    Introduced in §4.6.
     """
 
     def __init__(self, config: GPTConfig):
@@ -159,7 +167,6 @@ class GPT(nn.Module):
 
         With ``non_embedding=True`` the position table is left out, as in
         nanoGPT; the token table stays in because it is also the output layer.
-        Chapter 4, section 4.6.
         """
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
@@ -170,7 +177,7 @@ class GPT(nn.Module):
         """Training FLOPs per token: 6 N (forward + backward matmuls) + 12 n_layer n_embd block_size (attention).
 
         The estimate of the PaLM paper (appendix B) used by nanoGPT's MFU;
-        N = :meth:`num_parameters` (non_embedding). Chapter 4, section 4.6 (cost of training).
+        N = :meth:`num_parameters` (non_embedding).
         """
         c = self.config
         return 6 * self.num_parameters(non_embedding=True) + 12 * c.n_layer * c.n_embd * c.block_size
@@ -221,7 +228,6 @@ class GPT(nn.Module):
         ``top_k``, all but the k most likely tokens are dropped before
         sampling. The context is cropped to the last ``block_size`` tokens.
         Runs in eval mode (no dropout). Returns (B, T + max_new_tokens).
-        Chapter 4, section 4.6 (sampling from GPT).
         """
         if temperature < 0:
             raise ValueError(f"expected temperature >= 0, got {temperature}")

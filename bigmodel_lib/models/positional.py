@@ -3,7 +3,6 @@
 Attention by itself ignores order: permute the tokens and the outputs are
 permuted the same way (the tests check this). A Transformer therefore adds a
 vector that depends on the position to every token embedding.
-Taught in chapter 4, section 4.3 (positional encoding).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
 
     Each pair of columns (2i, 2i+1) is a sine and cosine of one frequency; the
     wavelengths grow geometrically from 2*pi to 10000*2*pi.
-    Chapter 4, section 4.3 (sinusoidal positional encoding).
+
+    Introduced in §4.3.
     """
     if d_model % 2 != 0:
         raise ValueError(f"expected an even d_model (sine and cosine columns come in pairs), got d_model={d_model}")
@@ -49,7 +49,8 @@ class PositionalEncoding(nn.Module):
     Input and output (B, T, d_model). The table is a buffer (not a parameter):
     it moves with ``.to(device)`` and is never trained. A sequence longer than
     ``max_len`` raises ValueError naming both lengths.
-    Chapter 4, section 4.3 (sinusoidal positional encoding).
+
+    Introduced in §4.3.
     """
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0):
@@ -71,7 +72,8 @@ class LearnedPositionalEmbedding(nn.Module):
     ``embedding`` is an ``nn.Embedding(max_len, d_model)`` table. Input and output
     (B, T, d_model). Unlike the sinusoidal table it cannot go beyond ``max_len``:
     a longer sequence raises ValueError naming both lengths.
-    Chapter 4, section 4.3 (learned position embeddings).
+
+    Introduced in §4.3.
     """
 
     def __init__(self, max_len: int, d_model: int, dropout: float = 0.0):

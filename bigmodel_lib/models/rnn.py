@@ -23,7 +23,7 @@ weights from ``nn.RNN``/``nn.LSTM``/``nn.GRUCell`` is a plain rename (see the
     b_h = b_ih + b_hh        -> bias_ih, bias_hh                bias_ih_l{l}, bias_hh_l{l}
 
 PyTorch keeps two bias vectors where the book writes one ``b_h``; only their
-sum matters. Shapes: ``B`` batch, ``T`` time steps, ``F`` input features,
+sum matters. Shapes: ``B`` batch, ``T`` time steps, ``I`` input features,
 ``H`` hidden size, ``L`` layers, ``V`` vocabulary size.
 """
 
@@ -50,7 +50,7 @@ __all__ = [
 
 def _check_sequence(x: torch.Tensor, input_size: int, batch_first: bool, who: str) -> None:
     """Raise a ValueError unless x is a 3-D batch of sequences with input_size features."""
-    layout = "(B, T, F)" if batch_first else "(T, B, F)"
+    layout = "(B, T, I)" if batch_first else "(T, B, I)"
     if x.dim() != 3:
         hint = ""
         if x.dim() == 2:
@@ -58,7 +58,7 @@ def _check_sequence(x: torch.Tensor, input_size: int, batch_first: bool, who: st
                 " (a single sequence? add a batch dimension with x.unsqueeze(1))"
             )
         raise ValueError(
-            f"{who} expects a 3-D input {layout} with F={input_size}, "
+            f"{who} expects a 3-D input {layout} with I={input_size}, "
             f"got a {x.dim()}-D tensor of shape {tuple(x.shape)}{hint}"
         )
     if x.shape[-1] != input_size:
@@ -88,11 +88,11 @@ def _init_uniform(module: nn.Module, hidden_size: int) -> None:
 class RNNCell(nn.Module):
     """One step of a vanilla RNN: ``h_t = tanh(W_xh x_t + W_hh h_{t-1} + b_h)``.
 
-    Chapter 3, section 3.1 (the recurrent neural network).
-
-    Parameters, named as in ``nn.RNNCell``: ``weight_ih`` = W_xh (H, F),
+    Parameters, named as in ``nn.RNNCell``: ``weight_ih`` = W_xh (H, I),
     ``weight_hh`` = W_hh (H, H), ``bias_ih + bias_hh`` = b_h (H,).
     ``nonlinearity`` is ``"tanh"`` (the book's) or ``"relu"``.
+
+    Introduced in §3.1.
     """
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh"):
@@ -107,15 +107,13 @@ class RNNCell(nn.Module):
         _init_uniform(self, hidden_size)
 
     def forward(self, x_t: torch.Tensor, h_prev: torch.Tensor) -> torch.Tensor:
-        # x_t (B, F), h_prev (B, H) -> h_t (B, H)
+        # x_t (B, I), h_prev (B, H) -> h_t (B, H)
         pre = x_t @ self.weight_ih.T + self.bias_ih + h_prev @ self.weight_hh.T + self.bias_hh  # (B, H)
         return torch.tanh(pre) if self.nonlinearity == "tanh" else torch.relu(pre)
 
 
 class RNN(nn.Module):
     """A vanilla RNN unrolled over time, with ``num_layers`` stacked cells.
-
-    Chapter 3, section 3.1 (the recurrent neural network).
 
     Layer 0 reads the input ``x_t``; layer ``l > 0`` reads the hidden state of
     layer ``l - 1`` at the same step. ``cells[l]`` holds the parameters that
@@ -128,6 +126,8 @@ class RNN(nn.Module):
     ``output_size`` set, the output layer ``y_t = W_hy h_t + b_y``
     (``self.output``, an ``nn.Linear``) is applied and ``out`` holds ``y_t``
     (..., output_size) instead.
+
+    Introduced in §3.1.
     """
 
     def __init__(
@@ -151,7 +151,7 @@ class RNN(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         _check_sequence(x, self.input_size, self.batch_first, "RNN")
         if self.batch_first:
-            x = x.transpose(0, 1)  # (T, B, F): loop over the first axis
+            x = x.transpose(0, 1)  # (T, B, I): loop over the first axis
         T, B, _ = x.shape
         if h0 is None:
             h0 = x.new_zeros(self.num_layers, B, self.hidden_size)
@@ -160,7 +160,7 @@ class RNN(nn.Module):
         h = list(h0.unbind(0))  # L tensors of shape (B, H)
         outputs = []
         for t in range(T):
-            inp = x[t]  # (B, F)
+            inp = x[t]  # (B, I)
             for layer, cell in enumerate(self.cells):
                 h[layer] = cell(inp, h[layer])  # (B, H)
                 inp = h[layer]  # the next layer reads this layer's state
@@ -201,8 +201,6 @@ def _copy_layers(torch_rnn: nn.RNNBase, cells: nn.ModuleList) -> None:
 class LSTMCell(nn.Module):
     """One step of an LSTM: four gates and a cell state.
 
-    Chapter 3, section 3.2 (long short-term memory).
-
     With ``[x_t; h_{t-1}]`` feeding every gate::
 
         i_t = sigmoid(W_xi x_t + W_hi h_{t-1} + b_i)    input gate
@@ -212,9 +210,11 @@ class LSTMCell(nn.Module):
         c_t = f_t * c_{t-1} + i_t * g_t                 cell state
         h_t = o_t * tanh(c_t)                           hidden state
 
-    The four input matrices are stacked in one ``weight_ih`` (4H, F) in the
+    The four input matrices are stacked in one ``weight_ih`` (4H, I) in the
     order i, f, g, o, as ``nn.LSTM`` stores them; likewise ``weight_hh``
     (4H, H), ``bias_ih`` and ``bias_hh`` (4H,).
+
+    Introduced in §3.2.
     """
 
     def __init__(self, input_size: int, hidden_size: int):
@@ -241,13 +241,13 @@ class LSTMCell(nn.Module):
 class LSTM(nn.Module):
     """An LSTM unrolled over time, with ``num_layers`` stacked cells.
 
-    Chapter 3, section 3.2 (long short-term memory).
-
     Same interface as ``nn.LSTM``: ``forward(x, state=None)`` with ``x``
-    (B, T, F) if ``batch_first`` else (T, B, F) and ``state = (h0, c0)``, each
+    (B, T, I) if ``batch_first`` else (T, B, I) and ``state = (h0, c0)``, each
     (L, B, H), zeros when omitted. Returns ``(out, (h_n, c_n))``. ``cells[l]``
     holds ``nn.LSTM``'s ``weight_ih_l{l}``, ``weight_hh_l{l}``,
     ``bias_ih_l{l}``, ``bias_hh_l{l}`` (:meth:`from_torch` copies them).
+
+    Introduced in §3.2.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, batch_first: bool = False):
@@ -263,7 +263,7 @@ class LSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         _check_sequence(x, self.input_size, self.batch_first, "LSTM")
         if self.batch_first:
-            x = x.transpose(0, 1)  # (T, B, F)
+            x = x.transpose(0, 1)  # (T, B, I)
         T, B, _ = x.shape
         if state is None:
             zeros = x.new_zeros(self.num_layers, B, self.hidden_size)
@@ -274,7 +274,7 @@ class LSTM(nn.Module):
         h, c = list(state[0].unbind(0)), list(state[1].unbind(0))  # L tensors (B, H) each
         outputs = []
         for t in range(T):
-            inp = x[t]  # (B, F)
+            inp = x[t]  # (B, I)
             for layer, cell in enumerate(self.cells):
                 h[layer], c[layer] = cell(inp, (h[layer], c[layer]))
                 inp = h[layer]
@@ -297,8 +297,6 @@ class LSTM(nn.Module):
 class GRUCell(nn.Module):
     """One step of a gated recurrent unit (GRU), in brief.
 
-    Chapter 3, section 3.3 (the GRU, a lighter gated cell).
-
     Two gates instead of three and no separate cell state::
 
         r_t = sigmoid(W_xr x_t + b_xr + W_hr h_{t-1} + b_hr)        reset gate
@@ -307,6 +305,8 @@ class GRUCell(nn.Module):
         h_t = (1 - z_t) * n_t + z_t * h_{t-1}
 
     Parameters stacked in the order r, z, n as in ``nn.GRUCell`` (same names).
+
+    Introduced in §3.3.
     """
 
     def __init__(self, input_size: int, hidden_size: int):

@@ -1,7 +1,6 @@
 """The encoder-decoder Transformer ("Attention Is All You Need"), layer by layer.
 
-Taught in chapter 4, sections 4.4 (encoder and decoder layers) and 4.5 (the
-encoder-decoder model, greedy decoding and beam search). Layers are batch-first
+Layers are batch-first
 (B, T, C) and use :class:`~bigmodel_lib.models.attention.MultiHeadAttention`;
 the tests check each layer against ``nn.TransformerEncoderLayer`` and
 ``nn.TransformerDecoderLayer`` with copied weights (``load_from_torch``).
@@ -26,7 +25,7 @@ from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import MultiHeadAttention
 from bigmodel_lib.models.positional import PositionalEncoding
 
-__all__ = ["FeedForward", "EncoderLayer", "DecoderLayer", "Seq2SeqConfig", "Seq2SeqTransformer"]
+__all__ = ["EncoderLayer", "DecoderLayer", "Seq2SeqConfig", "Seq2SeqTransformer"]
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
 
@@ -35,7 +34,6 @@ class FeedForward(nn.Module):
     """The position-wise feed-forward network FFN(x) = max(0, x W_1 + b_1) W_2 + b_2.
 
     Applied to every position separately: (B, T, C) -> (B, T, d_ff) -> (B, T, C).
-    Chapter 4, section 4.4 (feed-forward sublayer).
     """
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
@@ -77,7 +75,9 @@ class EncoderLayer(nn.Module):
 
     Input and output (B, T, C). Same computation as ``nn.TransformerEncoderLayer(batch_first=True)``;
     :meth:`load_from_torch` copies its weights. ``fused_attention=True``: PyTorch's fused attention kernel
-    (see :func:`~bigmodel_lib.models.attention.attend`). Chapter 4, section 4.4 (the encoder layer).
+    (see :func:`~bigmodel_lib.models.attention.attend`).
+
+    Introduced in §4.4.
     """
 
     def __init__(
@@ -121,7 +121,7 @@ class EncoderLayer(nn.Module):
 
     @torch.no_grad()
     def load_from_torch(self, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
-        """Copy the weights of an ``nn.TransformerEncoderLayer`` (same sizes). Chapter 4, section 4.4."""
+        """Copy the weights of an ``nn.TransformerEncoderLayer`` (same sizes)."""
         if layer.norm_first != self.norm_first:
             raise ValueError(f"expected a layer with norm_first={self.norm_first}, got norm_first={layer.norm_first}")
         self.self_attn.load_from_torch(layer.self_attn)
@@ -148,7 +148,9 @@ class DecoderLayer(nn.Module):
     and pre-norm (``norm_first=True``) puts each LayerNorm inside the residual
     branch, as in :class:`EncoderLayer`. Input and output (B, T, C). Same
     computation as ``nn.TransformerDecoderLayer(batch_first=True)`` called with
-    a causal ``tgt_mask``; ``fused_attention`` as in :class:`EncoderLayer`. Chapter 4, section 4.4 (the decoder layer).
+    a causal ``tgt_mask``; ``fused_attention`` as in :class:`EncoderLayer`.
+
+    Introduced in §4.4.
     """
 
     def __init__(
@@ -202,7 +204,7 @@ class DecoderLayer(nn.Module):
 
     @torch.no_grad()
     def load_from_torch(self, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
-        """Copy the weights of an ``nn.TransformerDecoderLayer`` (same sizes). Chapter 4, section 4.4."""
+        """Copy the weights of an ``nn.TransformerDecoderLayer`` (same sizes)."""
         if layer.norm_first != self.norm_first:
             raise ValueError(f"expected a layer with norm_first={self.norm_first}, got norm_first={layer.norm_first}")
         self.self_attn.load_from_torch(layer.self_attn)
@@ -225,7 +227,9 @@ class Seq2SeqConfig:
     Token ids ``pad_id``, ``bos_id`` (begin of sequence) and ``eos_id`` (end)
     are shared by the source and target vocabularies. ``max_len`` bounds the
     source length and the target length including BOS and EOS.
-    ``fused_attention`` picks PyTorch's fused attention kernel in every layer (same result). Chapter 4, section 4.5.
+    ``fused_attention`` picks PyTorch's fused attention kernel in every layer (same result).
+
+    Introduced in §4.5.
     """
 
     src_vocab_size: int = 32
@@ -253,7 +257,8 @@ class Seq2SeqTransformer(nn.Module):
     the cross-entropy loss in float32 over the targets that are not
     ``IGNORE_INDEX`` (-100: pad ``targets`` with it, and the inputs with ``pad_id``). :meth:`greedy_decode` and
     :meth:`beam_search` generate targets for new sources.
-    Chapter 4, section 4.5 (the encoder-decoder model).
+
+    Introduced in §4.5.
     """
 
     def __init__(self, config: Seq2SeqConfig):
@@ -285,7 +290,7 @@ class Seq2SeqTransformer(nn.Module):
         check_class_indices(ids, vocab_size, "Seq2SeqTransformer", name=f"{name} token ids")
 
     def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source ids (B, S) -> memory (B, S, C) and the source padding mask (B, S). Chapter 4, section 4.5."""
+        """Source ids (B, S) -> memory (B, S, C) and the source padding mask (B, S)."""
         self._check_ids(src, "src", self.config.src_vocab_size)
         src_padding = src == self.config.pad_id  # (B, S), True = padding
         x = self.pos_encoding(self.src_embed(src) * math.sqrt(self.config.d_model))  # (B, S, C)
@@ -294,7 +299,7 @@ class Seq2SeqTransformer(nn.Module):
         return self.encoder_norm(x), src_padding
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src_padding: torch.Tensor) -> torch.Tensor:
-        """Shifted target ids (B, T) and memory (B, S, C) -> logits (B, T, tgt_vocab_size). Chapter 4, section 4.5."""
+        """Shifted target ids (B, T) and memory (B, S, C) -> logits (B, T, tgt_vocab_size)."""
         self._check_ids(tgt_in, "tgt_in", self.config.tgt_vocab_size)
         x = self.pos_encoding(self.tgt_embed(tgt_in) * math.sqrt(self.config.d_model))  # (B, T, C)
         # Target padding only ever follows EOS, and the causal mask already hides
@@ -324,7 +329,7 @@ class Seq2SeqTransformer(nn.Module):
 
         Returns ids (B, L): each row starts with BOS, stops at its first EOS
         and is padded with ``pad_id`` after it (L <= ``max_len``, default
-        ``config.max_len``). Runs in eval mode. Chapter 4, section 4.5 (greedy decoding).
+        ``config.max_len``). Runs in eval mode.
         """
         with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
             c = self.config
@@ -354,7 +359,7 @@ class Seq2SeqTransformer(nn.Module):
         short outputs). The search for one source stops once ``beam_size``
         hypotheses have ended with EOS, or at ``max_len``. Returns the best
         hypothesis per source in the format of :meth:`greedy_decode`; with
-        ``beam_size=1`` it is greedy decoding. Chapter 4, section 4.5 (beam search).
+        ``beam_size=1`` it is greedy decoding.
         """
         with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
             if beam_size < 1:

@@ -1,4 +1,4 @@
-"""The training engine every chapter uses: a small ``Trainer`` and a ``fit`` function.
+"""The training engine: a small ``Trainer`` and a ``fit`` function.
 
 One loop, written out so it can be read top to bottom (``Trainer._train_epoch``)::
 
@@ -16,24 +16,15 @@ and resuming from them. Classification works out of the box (cross-entropy,
 accuracy); language models pass ``metric="perplexity"`` and sequence models
 their own ``loss_fn`` and ``metric``.
 
-Taught in chapter 1 (training vs inference) and used in every chapter after it.
-
 Modules, lowest first: ``config`` (``TrainConfig``, ``History``,
 ``warmup_cosine``), ``losses`` (``cross_entropy_loss``, ``scored_count``) and
-``trainer`` (``Trainer``, ``fit``).
+``trainer`` (``Trainer``). ``History`` (what ``Trainer.fit`` returns),
+``warmup_cosine`` and ``scored_count`` are the engine's parts, imported from
+their modules; the book has not yet taught them on their own.
 """
 
-from bigmodel_lib.training.config import History, TrainConfig, warmup_cosine
-from bigmodel_lib.training.losses import cross_entropy_loss, scored_count
-from bigmodel_lib.training.trainer import PROGRESS_ENV_VAR, Trainer, fit
+from bigmodel_lib.training.config import TrainConfig
+from bigmodel_lib.training.losses import cross_entropy_loss
+from bigmodel_lib.training.trainer import Trainer
 
-__all__ = [
-    "TrainConfig",
-    "History",
-    "warmup_cosine",
-    "cross_entropy_loss",
-    "scored_count",
-    "Trainer",
-    "fit",
-    "PROGRESS_ENV_VAR",
-]
+__all__ = ["TrainConfig", "Trainer", "cross_entropy_loss"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bigmodel_lib.devices import PRECISIONS
 
-__all__ = ["TrainConfig", "History", "warmup_cosine"]
+__all__ = ["TrainConfig"]
 
 
 @dataclass
@@ -19,7 +19,8 @@ class TrainConfig:
 
     A GPU-sized run is another instance, e.g.
     ``TrainConfig(batch_size=512, epochs=30, compile=True)``, not another code path.
-    Taught in chapter 1 (training vs inference).
+
+    Introduced in §2.5.
     """
 
     epochs: int = 10
@@ -60,7 +61,7 @@ class TrainConfig:
 class History:
     """What happened during training, one entry per epoch (``step_loss``: one per step).
 
-    Plot it with :func:`bigmodel_lib.plot_history`. Taught in chapter 1.
+    Plot it with :func:`bigmodel_lib.plot_history`.
     """
 
     metric_name: str | None = "accuracy"
@@ -90,7 +91,6 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fractio
 
     Warmup keeps the first updates small while Adam's moment estimates are still
     noisy; the cosine then lowers the rate smoothly so training settles.
-    Taught in chapter 1 (training) and chapter 4 (training Transformers).
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bigmodel_lib.metrics import IGNORE_INDEX, _check_outputs_and_targets
 
-__all__ = ["cross_entropy_loss", "scored_count"]
+__all__ = ["cross_entropy_loss"]
 
 
 def cross_entropy_loss(
@@ -27,7 +27,8 @@ def cross_entropy_loss(
     float32 first: a softmax over many classes summed in 8 bits of mantissa is
     off in the second decimal. Returns a float32 scalar (float64 for float64
     scores). The engine's default loss.
-    Taught in chapter 2 (training a CNN) and chapter 4 (language models).
+
+    Introduced in §3.6.
     """
     _check_outputs_and_targets(outputs, targets, "cross_entropy_loss", ignore_index)
     outputs = _at_least_float32(outputs)
@@ -52,7 +53,7 @@ def scored_count(targets: torch.Tensor) -> torch.Tensor:
     floating targets (regression) count every element, as ``F.mse_loss`` does.
     The engine weights each batch's loss and metric by this count, so that an
     average over a dataset does not depend on how it was cut into batches.
-    Returns a 0-d tensor on the targets' device. Taught in chapter 1 (training).
+    Returns a 0-d tensor on the targets' device.
     """
     if targets.is_floating_point() or targets.is_complex():
         return torch.tensor(targets.numel(), device=targets.device)

@@ -37,6 +37,8 @@ from bigmodel_lib.training.losses import (
     scored_count,
 )
 
+__all__ = ["Trainer"]
+
 with warnings.catch_warnings():
     # Without ipywidgets (the offline book has none) tqdm.auto falls back to the text
     # bar, which is what we want, after warning "IProgress not found" on import.
@@ -68,7 +70,8 @@ class Trainer:
     loss) or a pair ``(sum, count)`` (summed exactly, for any other unit).
     Batches are ``(inputs..., targets)``: the model is called as
     ``model(*inputs)``. ``optimizer`` defaults to AdamW.
-    Taught in chapter 1 (training vs inference).
+
+    Introduced in §2.5.
     """
 
     def __init__(
@@ -245,7 +248,7 @@ class Trainer:
         Means are per scored target (padding excluded), so they do not depend on
         the batch size. The model's training flag is restored afterwards.
         Returns ``{"loss": ..., <metric name>: ...}``, or ``{"loss": ...}`` when the
-        trainer has no metric. Taught in chapter 1 (training vs inference).
+        trainer has no metric.
         """
         loader = self._loader(data, train=False, what="evaluation set")
         tally = _Tally(self._reduce_metric)
@@ -271,7 +274,7 @@ class Trainer:
         For a classifier, ``outputs.argmax(-1)`` are the predicted classes (e.g. for
         :func:`bigmodel_lib.plot_confusion_matrix`). A model that returns a tuple
         such as ``(logits, loss)`` contributes its first element. Runs in eval
-        mode and restores the model's training flag. Taught in chapter 2.
+        mode and restores the model's training flag.
         """
         loader = self._loader(data, train=False, what="prediction set")
         outputs, targets = [], []
@@ -301,7 +304,6 @@ class Trainer:
         a Dataset rather than a DataLoader, so that the shuffling is restored too).
         Each call is a new run from the current weights, with a new schedule and
         history; to carry on a run, resume it from its checkpoint.
-        Taught in chapter 1 (training vs inference).
         """
         cfg = self.config
         loader = self._loader(train_data, train=True, what="training set")
@@ -346,7 +348,7 @@ class Trainer:
         return self.history
 
     def save(self, path: str | os.PathLike, epoch: int) -> Path:
-        """Write the whole training state after ``epoch`` to ``path`` (atomically). Taught in chapter 1."""
+        """Write the whole training state after ``epoch`` to ``path`` (atomically)."""
         return save_checkpoint(
             path, self.model, self.optimizer, self.scheduler, self.scaler,
             epoch=epoch, step=self.step, history=self.history.to_dict(),
@@ -366,23 +368,6 @@ class Trainer:
         self._shuffle.set_state(extra["shuffle_rng"])
         return extra["epoch"]
 
-
-def fit(
-    model: nn.Module,
-    train_data: Dataset | DataLoader,
-    val_data: Dataset | DataLoader | None = None,
-    config: TrainConfig | None = None,
-    **trainer_kwargs,
-) -> History:
-    """Train ``model`` in one call: ``Trainer(model, config, **trainer_kwargs).fit(train_data, val_data)``.
-
-    Taught in chapter 1 (training vs inference).
-    """
-    return Trainer(model, config, **trainer_kwargs).fit(train_data, val_data)
-
-
-# ---------------------------------------------------------------------------
-# Progress bars
 
 
 def _progress_on(progress: bool | None) -> bool:
