@@ -17,6 +17,13 @@ from bigmodel_lib.models.positional import PositionalEncoding
 __all__ = ["CorrectedTransformer000", "CorrectedTransformer001"]
 
 
+def _check_heads(hidden_size: int, num_heads: int) -> None:
+    if hidden_size % num_heads != 0:
+        raise ValueError(
+            f"expected hidden_size divisible by num_heads, got hidden_size={hidden_size} and num_heads={num_heads}"
+        )
+
+
 class CorrectedTransformer000(nn.Module):
     """Article 000's encoder-decoder Transformer, corrected.
 
@@ -95,10 +102,7 @@ class CorrectedTransformer000(nn.Module):
         max_len: int = 512,
     ):
         super().__init__()
-        if hidden_size % num_heads != 0:
-            raise ValueError(
-                f"expected hidden_size divisible by num_heads, got hidden_size={hidden_size} and num_heads={num_heads}"
-            )
+        _check_heads(hidden_size, num_heads)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -227,10 +231,7 @@ class CorrectedTransformer001(nn.Module):
         max_len: int = 64,
     ):
         super().__init__()
-        if hidden_size % num_heads != 0:
-            raise ValueError(
-                f"expected hidden_size divisible by num_heads, got hidden_size={hidden_size} and num_heads={num_heads}"
-            )
+        _check_heads(hidden_size, num_heads)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
