@@ -111,7 +111,8 @@ def test_runtime_dependencies_are_lower_bounds_only():
 
 def test_the_wheel_carries_every_module_and_the_measured_results(tmp_path):
     # What Colab gets from `pip install git+...`: a wheel. Files the notebooks read
-    # through importlib.resources (bigmodel_lib/results/*.json) must be inside it.
+    # through importlib.resources (bigmodel_lib/results/*.json, the articles' listings)
+    # must be inside it.
     pytest.importorskip("setuptools")
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the repository
     shutil.copytree(ROOT / "bigmodel_lib", source / "bigmodel_lib", ignore=shutil.ignore_patterns("__pycache__"))
@@ -127,7 +128,8 @@ def test_the_wheel_carries_every_module_and_the_measured_results(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         str(p.relative_to(ROOT)).replace("\\", "/")
-        for pattern in ("bigmodel_lib/**/*.py", "bigmodel_lib/results/*.json")
+        for pattern in ("bigmodel_lib/**/*.py", "bigmodel_lib/results/*.json", "bigmodel_lib/articles/listings/*.txt")
         for p in ROOT.glob(pattern)
     }
     assert expected and expected <= names, sorted(expected - names)
+    assert sum(name.startswith("bigmodel_lib/articles/listings/") for name in names) == 12  # 6 listings x 2 layouts
