@@ -135,7 +135,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     machine give the same numbers. On a GPU that can cost speed: timing runs
     pass ``deterministic=False``.
 
-    Introduced in §1.7.
+    Introduced in §1.8.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"expected seed to be an integer in [0, 2**32), got {seed!r}")

@@ -352,7 +352,7 @@ def estimate_flops(model: nn.Module, *inputs, **kwargs) -> dict[str, int]:
     add :func:`attention_flops` for it. A training step costs about 3x the
     forward pass (backward is twice the forward).
 
-    Introduced in §1.6.
+    Introduced in §1.7.
     """
     totals = {"linear": 0, "conv": 0, "attention": 0}
 

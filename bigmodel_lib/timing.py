@@ -125,7 +125,7 @@ class Stopwatch:
     process (on a busy machine it still counts only this process's work; with
     several threads it can exceed ``seconds``).
 
-    Introduced in §1.7.
+    Introduced in §1.8.
     """
 
     def __init__(self, device: str | torch.device | None = None):

@@ -464,3 +464,45 @@ def test_resume_on_cuda_continues_the_run(digits, tmp_path):
     with pytest.warns(UserWarning, match="different config"):
         history = resumed.fit(digits.train, digits.val, resume_from=tmp_path / "last.pt")
     assert history.epochs == 4
+
+
+def test_the_engine_computes_the_plain_training_loop_of_section_1_5():
+    """Trainer == AdamW + warmup/cosine + global-norm clipping written out (chapter 1, section 1.5), step by step."""
+    import copy
+
+    from torch.utils.data import DataLoader
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(200, 12), torch.randint(0, 5, (200,)))
+    start = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, 5))
+    cfg = quiet(epochs=3, batch_size=32, lr=1e-2, weight_decay=0.05, warmup_fraction=0.2, min_lr_fraction=0.05,
+                grad_clip=0.5, precision="fp32", seed=3)
+
+    model = copy.deepcopy(start)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed))
+    total, optimizer, plain = cfg.epochs * len(loader), torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay), []
+    warmup = int(cfg.warmup_fraction * total)
+    for _ in range(cfg.epochs):
+        for x, y in loader:
+            t = len(plain)
+            if t < warmup:
+                factor = (t + 1) / warmup
+            else:
+                factor = cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (
+                    1 + math.cos(math.pi * min(1.0, (t - warmup) / (total - warmup))))
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr * factor
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            plain.append(loss.item())
+
+    engine = Trainer(copy.deepcopy(start), cfg)
+    history = engine.fit(data)
+    assert history.step_loss == plain  # exactly: the same operations in the same order
+    assert len(plain) == 21 and plain[-1] < plain[0]
+    for a, b in zip(engine.model.parameters(), model.parameters()):
+        assert torch.equal(a, b)

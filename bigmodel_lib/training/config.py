@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bigmodel_lib.devices import PRECISIONS
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "warmup_cosine"]
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TrainConfig:
     A GPU-sized run is another instance, e.g.
     ``TrainConfig(batch_size=512, epochs=30, compile=True)``, not another code path.
 
-    Introduced in §2.5.
+    Introduced in §1.5.
     """
 
     epochs: int = 10
@@ -90,7 +90,11 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_fractio
     """Learning-rate multiplier at ``step``: linear warmup, then cosine decay to ``min_lr_fraction``.
 
     Warmup keeps the first updates small while Adam's moment estimates are still
-    noisy; the cosine then lowers the rate smoothly so training settles.
+    noisy; the cosine then lowers the rate smoothly so training settles. ``step``
+    counts from 0; the multiplier is ``(step + 1) / warmup_steps`` during warmup
+    and reaches ``min_lr_fraction`` at ``step == total_steps``.
+
+    Introduced in §1.5.
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -71,7 +71,7 @@ class Trainer:
     Batches are ``(inputs..., targets)``: the model is called as
     ``model(*inputs)``. ``optimizer`` defaults to AdamW.
 
-    Introduced in §2.5.
+    Introduced in §1.5.
     """
 
     def __init__(
