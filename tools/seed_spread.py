@@ -82,6 +82,11 @@ _FIT = f'(lambda f: fit_power_law(np.array([results[f, w][0] for w in SCALE.widt
 CLAIMS = {
     "01_large_models": (f"_mean, _fit = {_MEAN}, {_FIT}", [
         ("assert last < 0.6 * first  # seeds 0-2 gave 0.39-0.43 of the start", "last / first", None),
+        ("assert plain_curve[-1][1] < 0.01 and plain_curve[-1][2] > 2 * plain_best      # memorised, and it hurts",
+         "[plain_curve[-1][1], plain_curve[-1][2] / plain_best]", None),
+        ('assert final["weight decay 0.5"] < 0.9 * final["no regulariser"]',
+         'final["weight decay 0.5"] / final["no regulariser"]', None),
+        ('assert final["dropout 0.5"] < 0.6 * final["no regulariser"]', 'final["dropout 0.5"] / final["no regulariser"]', None),
         ("assert mean[-1] < 0.5 * mean[0]  # all training images", "_mean(1.0)[-1] / _mean(1.0)[0]", "_v < 0.5"),
         ("assert mean[-1] < 0.5 * mean[0]  # a quarter", "_mean(0.25)[-1] / _mean(0.25)[0]", "_v < 0.5"),
         ("assert alpha > 2 * 0.076  # all training images", "_fit(1.0)[2]", "_v > 2 * 0.076"),
