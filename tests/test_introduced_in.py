@@ -78,8 +78,7 @@ def notebook_index(notebook: dict) -> tuple[set[str], set[str]]:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "bigmodel_lib":
                 for alias in node.names:
-                    module = f"{node.module}.{alias.name}"
-                    is_module = importlib.util.find_spec(module) is not None if _is_package(node.module) else False
+                    is_module = _is_submodule(node.module, alias.name)
                     (aliases if is_module else imported).add(alias.asname or alias.name)
             elif isinstance(node, ast.Import):
                 aliases.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("bigmodel_lib"))
@@ -91,9 +90,12 @@ def notebook_index(notebook: dict) -> tuple[set[str], set[str]]:
     return sections, used
 
 
-def _is_package(module: str) -> bool:
-    spec = importlib.util.find_spec(module)
-    return spec is not None and spec.submodule_search_locations is not None
+def _is_submodule(parent: str, name: str) -> bool:
+    """Whether ``from parent import name`` imports a module (``parent`` must be a package to have one)."""
+    spec = importlib.util.find_spec(parent)
+    if spec is None or spec.submodule_search_locations is None:
+        return False
+    return importlib.util.find_spec(f"{parent}.{name}") is not None
 
 
 def footer_problem(qualified: str, doc: str | None, notebooks: dict[str, dict]) -> str | None:
@@ -189,13 +191,9 @@ def import_problems(source: str, where: str) -> list[str]:
         for alias in node.names:
             if node.module != "bigmodel_lib" and alias.name in root:
                 problems.append(f"{where}: {alias.name} is exported by the root: import it from bigmodel_lib")
-            elif node.module == "bigmodel_lib" and alias.name not in root and not _is_package_or_module(alias.name):
+            elif node.module == "bigmodel_lib" and alias.name not in root and not _is_submodule("bigmodel_lib", alias.name):
                 problems.append(f"{where}: {alias.name} is not exported by the root: import it from its module")
     return problems
-
-
-def _is_package_or_module(name: str) -> bool:
-    return importlib.util.find_spec(f"bigmodel_lib.{name}") is not None
 
 
 def _sources():

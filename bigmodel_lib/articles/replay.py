@@ -42,8 +42,7 @@ class Listing:
 
     ``section`` is the article's own section number, ``class_name`` the class
     the listing defines, ``instance`` the variable it builds (``net`` or
-    ``model``), ``corrected`` the class that fixes it, and ``chapter`` the
-    book section that runs it.
+    ``model``) and ``corrected`` the class that fixes it.
     """
 
     article: str
@@ -52,16 +51,18 @@ class Listing:
     class_name: str
     instance: str
     corrected: type[nn.Module]
-    chapter: str
 
 
 _LISTINGS = {
-    ("000", "cnn"): Listing("000", "cnn", "4.1", "CNN", "net", CorrectedCNN, "2.4"),
-    ("001", "cnn"): Listing("001", "cnn", "1.5.1", "DCNN", "model", CorrectedDCNN, "2.4"),
-    ("000", "lstm"): Listing("000", "lstm", "4.2", "RNN", "net", CorrectedLSTMClassifier, "3.2"),
-    ("001", "lstm"): Listing("001", "lstm", "1.5.2", "RNN", "model", CorrectedLSTMClassifier, "3.2"),
-    ("000", "transformer"): Listing("000", "transformer", "4.3", "Transformer", "net", CorrectedTransformer000, "4.7"),
-    ("001", "transformer"): Listing("001", "transformer", "1.5.3", "Transformer", "model", CorrectedTransformer001, "4.7"),
+    (entry.article, entry.model): entry
+    for entry in (
+        Listing("000", "cnn", "4.1", "CNN", "net", CorrectedCNN),
+        Listing("001", "cnn", "1.5.1", "DCNN", "model", CorrectedDCNN),
+        Listing("000", "lstm", "4.2", "RNN", "net", CorrectedLSTMClassifier),
+        Listing("001", "lstm", "1.5.2", "RNN", "model", CorrectedLSTMClassifier),
+        Listing("000", "transformer", "4.3", "Transformer", "net", CorrectedTransformer000),
+        Listing("001", "transformer", "1.5.3", "Transformer", "model", CorrectedTransformer001),
+    )
 }
 
 
