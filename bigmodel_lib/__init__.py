@@ -17,7 +17,7 @@ Layers, lowest first. A module imports only from layers below its own: never
 sideways within its layer, never upwards, never from the package root
 (``tests/test_architecture.py`` reads this list and checks every import).
 
-1. ``_version``, ``articles.defects``: no imports from the package
+1. ``_version``, ``articles.defects``, ``articles.outline``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
 3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``: numbers, data, files, clocks and settings
 4. ``plotting``, ``g2p``, ``models``, ``training.losses``: what is shown, a task's data, the models package, the loss

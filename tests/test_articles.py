@@ -410,3 +410,59 @@ def test_replay_defects_shows_each_defect_and_fails_loudly_when_one_does_not(mon
     monkeypatch.setitem(table, ("001", "cnn"), (first, dataclasses.replace(rest[0], error=None)))
     with pytest.raises(RuntimeError, match=r"defect 2 .* should run silently, but raised RuntimeError"):
         articles.replay_defects("001", "cnn")
+
+
+# The articles' outline (the preface's map from sections to chapters).
+
+def test_article_text_is_the_page_copy():
+    for name in ARTICLES:
+        assert articles.article_text(name) == PAGES[name]
+    with pytest.raises(ValueError, match="expected article '000' or '001'.*got '002'"):
+        articles.article_text("002")
+
+
+def test_section_headings_are_the_articles_numbered_headings():
+    # Written down by reading the pages, independently of the parser.
+    expected = {
+        "000": "1 2 2.1 2.2 2.3 3 3.1 3.1.1 3.1.2 3.1.3 3.2 3.2.1 3.2.2 3.3 3.3.1 3.3.2 4 4.1 4.2 4.3 "
+               "5 5.1 5.2 6 6.1 6.2 7 7.1 7.2 8 8.1 8.2 8.3 8.4 8.5 9",
+        "001": "1 1.1 1.2 1.3 1.4 1.4.1 1.4.2 1.4.3 1.5 1.5.1 1.5.2 1.5.3 1.6 1.7 1.8",
+    }
+    for name in ARTICLES:
+        headings = articles.section_headings(name)
+        assert list(headings) == expected[name].split()
+        for number, title in headings.items():  # each title is on the page, right after its number
+            assert re.search(rf"^{re.escape(number)}\.?\s*{re.escape(title)}$", PAGES[name], re.MULTILINE)
+    assert articles.section_headings("000")["3.3"] == "变压器(Transformer)"
+
+
+SECTION_MAP = {
+    "000": {"1": [1], "2.1": [1], "2.2": [1], "2.3": [1], "3.1": [2], "3.2": [3], "3.3": [4], "4.1": [2],
+            "4.2": [3], "4.3": [4], "5": [6], "6": [7], "7": [1], "8": [7], "9": ["bibliography"]},
+    "001": {"1.1": [1], "1.2": [1], "1.3": [1], "1.4": [2, 3, 4], "1.5": [2, 3, 4], "1.6": [6], "1.7": [7],
+            "1.8": [1]},
+}
+
+
+def test_check_section_map_accepts_a_complete_map_and_covers_subsections_by_their_parent():
+    checked = articles.check_section_map(SECTION_MAP)
+    assert "3.1.2" in checked["000"] and "3.1" not in checked["000"]  # leaves only
+    assert "1.4.1" in checked["001"]
+
+
+@pytest.mark.parametrize("article, number", [("000", "3.2"), ("000", "9"), ("001", "1.6"), ("001", "1.4")])
+def test_check_section_map_fails_on_a_missing_section(article, number):
+    planted = {a: {n: c for n, c in m.items() if (a, n) != (article, number)} for a, m in SECTION_MAP.items()}
+    with pytest.raises(ValueError, match=rf"article {article}: sections not mapped.*'{re.escape(number)}"):
+        articles.check_section_map(planted)
+
+
+def test_check_section_map_fails_on_an_invented_or_empty_section():
+    invented = {**SECTION_MAP, "001": {**SECTION_MAP["001"], "1.9": [7]}}
+    with pytest.raises(ValueError, match=r"article 001 has no sections \['1.9'\]"):
+        articles.check_section_map(invented)
+    empty = {**SECTION_MAP, "000": {**SECTION_MAP["000"], "8": []}}
+    with pytest.raises(ValueError, match=r"sections not mapped.*'8.1 问题1"):
+        articles.check_section_map(empty)
+    with pytest.raises(ValueError, match="expected a map for both articles"):
+        articles.check_section_map({"000": SECTION_MAP["000"]})

@@ -70,3 +70,15 @@ def test_toc_faults_are_caught():
         "_toc.yml lists 'book/missing_page', but neither book/missing_page.ipynb nor book/missing_page.md exists",
         "notebooks/01_orphan.ipynb is not listed in _toc.yml: add '- file: notebooks/01_orphan'",
     ]
+
+
+def test_every_notebook_has_a_recorded_cpu_run_time():
+    """The preface's table of run times (bigmodel_lib/results/notebook_times.json) covers every chapter."""
+    times = json.loads((ROOT / "bigmodel_lib" / "results" / "notebook_times.json").read_text(encoding="utf-8"))
+    names = {path.stem for path in (ROOT / "notebooks").glob("*.ipynb")}
+    assert names <= set(times["notebooks"]), (
+        f"no recorded time for {sorted(names - set(times['notebooks']))}: "
+        "run python tools/run_notebooks.py --record-times <notebook> with nothing else running")
+    assert set(times["notebooks"]) <= names, f"times for notebooks that no longer exist: {set(times['notebooks']) - names}"
+    for name, entry in times["notebooks"].items():
+        assert entry["cpu"]["wall_s"] > 0 and entry["cpu"]["machine"], name

@@ -15,13 +15,15 @@ Chapters 2.4, 3.2 and 4.7 run them through one API::
 An article is named by its number, the string ``"000"`` or ``"001"``; a model
 by ``"cnn"``, ``"lstm"`` or ``"transformer"``.
 
-Modules, lowest first: ``defects`` (the defect tables), ``cnn``, ``lstm`` and
+Modules, lowest first: ``defects`` (the defect tables), ``outline`` (the
+articles' full text and section headings, for the preface's map), ``cnn``, ``lstm`` and
 ``transformer`` (the corrected models), ``replay`` (reading, running and
 patching the listings).
 """
 
 from bigmodel_lib.articles.cnn import CorrectedCNN, CorrectedDCNN, published_view_rows
 from bigmodel_lib.articles.lstm import CorrectedLSTMClassifier
+from bigmodel_lib.articles.outline import article_text, check_section_map, section_headings
 from bigmodel_lib.articles.replay import (
     defects,
     published_class,
@@ -33,6 +35,9 @@ from bigmodel_lib.articles.replay import (
 from bigmodel_lib.articles.transformer import CorrectedTransformer000, CorrectedTransformer001
 
 __all__ = [
+    "article_text",
+    "section_headings",
+    "check_section_map",
     "published_text",
     "source",
     "published_class",
