@@ -3,9 +3,10 @@
 #   make book       create .venv, install everything, build the site (_build/html)
 #   make test       the same install, build the site, lint (ruff), then run every
 #                   test, execute every notebook (nbval) and open the site in Chromium
-#   make lab        JupyterLab on the notebooks
+#   make lab        JupyterLab on the notebooks (jupyterlab-myst renders exercises)
 #   make notebooks  re-execute every notebook in place, top to bottom: the one
-#                   way stored outputs are produced
+#                   way stored outputs are produced; then rewrite the Colab edition
+#   make colab      rewrite the Colab edition (colab/: MyST as plain Markdown)
 #
 # PYTHON picks the interpreter that creates the virtual environment (3.10-3.13).
 
@@ -16,10 +17,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install book test browser lab notebooks clean
+.PHONY: help install book test browser lab notebooks colab clean
 
 help:
-	@sed -n '2,11p' Makefile
+	@sed -n '2,12p' Makefile
 
 # Installs torch and torchvision together, unpinned, so pip picks a pair that
 # works on this platform (CUDA on Linux x86_64, CPU elsewhere, MPS on Apple).
@@ -69,6 +70,11 @@ lab: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python tools/run_notebooks.py
+	$(BIN)/python tools/colab_edition.py
+
+# The notebooks as Colab can read them; tests/test_colab.py fails when it is stale.
+colab: $(STAMP)
+	$(BIN)/python tools/colab_edition.py
 
 clean:
 	rm -rf _build

@@ -146,7 +146,8 @@ def test_page_renders(browser, site_url, entry):
 
 def test_preface_has_figure_math_and_notebook_buttons(browser, site_url):
     """The preface shows a plotted figure and typeset math, and offers its notebook
-    for download and to open in Colab and Binder at the configured repository."""
+    for download and to open in Colab (its Colab edition, colab/) and Binder at the
+    configured repository."""
     page, blocked, _ = _open(browser, f"{site_url}/notebooks/00_preface.html")
     try:
         assert page.locator("main img").count() >= 1
@@ -156,7 +157,7 @@ def test_preface_has_figure_math_and_notebook_buttons(browser, site_url):
         owner_repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
         branch = CONFIG["repository"]["branch"]
         assert any(
-            f"colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/00_preface.ipynb" in h
+            f"colab.research.google.com/github/{owner_repo}/blob/{branch}/colab/00_preface.ipynb" in h
             for h in hrefs
         )
         assert any(f"mybinder.org/v2/gh/{owner_repo}/{branch}" in h for h in hrefs)
