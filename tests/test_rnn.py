@@ -133,6 +133,44 @@ def test_gru_cell_matches_nn_gru_cell():
         assert_close(ours(x), reference(x))  # zero initial state
 
 
+def test_gru_cell_unrolled_matches_nn_gru_layer_and_gate_order():
+    # nn.GRU stacks its gates r, z, n and applies the reset gate to W_hn h + b_hn: a GRUCell holding
+    # layer 0's weights, stepped over time, must give nn.GRU's outputs (checked in section 3.3).
+    torch.manual_seed(5)
+    reference = nn.GRU(3, 6, batch_first=True)
+    cell = GRUCell(3, 6)
+    cell.load_state_dict({name: getattr(reference, f"{name}_l0") for name in cell.state_dict()})
+    x = torch.randn(2, 7, 3)
+    h, states = None, []
+    for t in range(x.shape[1]):
+        h = cell(x[:, t], h)
+        states.append(h)
+    ref_out, ref_h_n = reference(x)
+    assert_close(torch.stack(states, dim=1), ref_out)
+    assert_close(h, ref_h_n[0])
+    # Swapping the first two gate blocks (r <-> z) gives another function: the order matters.
+    with torch.no_grad():
+        for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
+            p.copy_(torch.cat([p[6:12], p[:6], p[12:]]))
+    assert not torch.allclose(cell(x[:, 0]), ref_out[:, 0])
+
+
+def test_bidirectional_lstm_is_two_one_way_lstms():
+    # Section 3.3's picture: a bidirectional layer is a forward LSTM and one that reads the sequence reversed.
+    torch.manual_seed(6)
+    bi = nn.LSTM(4, 5, bidirectional=True, batch_first=True)
+    forward_lstm, backward_lstm = nn.LSTM(4, 5, batch_first=True), nn.LSTM(4, 5, batch_first=True)
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    forward_lstm.load_state_dict({f"{n}_l0": getattr(bi, f"{n}_l0") for n in names})
+    backward_lstm.load_state_dict({f"{n}_l0": getattr(bi, f"{n}_l0_reverse") for n in names})
+    x = torch.randn(3, 6, 4)
+    out, (h_n, _) = bi(x)
+    expected = torch.cat([forward_lstm(x)[0], backward_lstm(x.flip(1))[0].flip(1)], dim=-1)
+    assert out.shape == (3, 6, 10) and h_n.shape == (2, 3, 5)
+    assert_close(out, expected)
+    assert_close(h_n[1], out[:, 0, 5:])  # the backward direction ends at step 1
+
+
 # ---------------------------------------------------------------------------
 # Vanishing and exploding gradients
 # ---------------------------------------------------------------------------
