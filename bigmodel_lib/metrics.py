@@ -26,6 +26,7 @@ __all__ = [
     "IGNORE_INDEX",
     "accuracy",
     "perplexity",
+    "edit_distance",
     "token_error_rate",
     "sequence_error_rate",
     "count_parameters",
@@ -187,6 +188,9 @@ def edit_distance(prediction, reference) -> int:
     Works on any sequences of comparable items: strings (characters), lists of
     words or phonemes, or 1-D tensors of token ids. Dynamic programming over a
     ``(len(prediction)+1) x (len(reference)+1)`` table, kept one row at a time.
+    Raises ``ValueError`` for anything that is not a sequence.
+
+    Introduced in §4.5.
     """
     a, b = _as_list(prediction), _as_list(reference)
     previous = list(range(len(b) + 1))  # distance from a[:0] to b[:j]

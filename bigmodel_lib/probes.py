@@ -17,6 +17,7 @@ steps, ``I`` input features.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -25,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bigmodel_lib.devices import evaluation_mode, get_device
+from bigmodel_lib.memory import measure_peak_memory
 from bigmodel_lib.models.attention import scaled_dot_product_attention
 from bigmodel_lib.models.cnn import _check_images, _pair, max_pool2d
 from bigmodel_lib.timing import time_call
@@ -324,16 +326,19 @@ def attention_cost(
     dtype: torch.dtype = torch.float32,
     repeats: int = 3,
 ) -> list[dict]:
-    """Time (and, on CUDA, peak memory) of from-scratch vs fused attention against sequence length.
+    """Time and peak memory of from-scratch vs fused attention against sequence length.
 
     For each T in ``seq_lens`` runs causal attention on random (B, nh, T, hs)
     tensors with :func:`scaled_dot_product_attention` (which builds the full
     (B, nh, T, T) weight matrix) and with ``F.scaled_dot_product_attention``
     (which can use a fused kernel that never stores it). Returns one dict per
     (T, implementation) with keys ``seq_len``, ``impl`` ("from scratch" or
-    "fused"), ``ms`` (best of ``repeats``), ``peak_mib`` (measured on CUDA,
-    None elsewhere) and ``weights_mib`` (for the from-scratch rows, the size of
-    the (B, nh, T, T) weight matrix it materialises; None for the fused rows).
+    "fused"), ``ms`` (best of ``repeats``), ``peak_mib`` (the most memory the
+    call allocates on top of its inputs, in MiB: from PyTorch's allocator on
+    CUDA, from a :class:`~bigmodel_lib.memory.TensorMemoryTracker` elsewhere,
+    measured in a separate untimed call) and ``weights_mib`` (for the
+    from-scratch rows, the size of the (B, nh, T, T) weight matrix it
+    materialises; None for the fused rows).
     On a CPU shared with other work, ``torch.set_num_threads(1)`` first gives
     steadier times.
 
@@ -351,13 +356,10 @@ def attention_cost(
         q, k, v = (torch.randn(batch_size, num_heads, T, head_size, generator=gen).to(dev, dtype) for _ in range(3))
         for impl, attention in implementations.items():
             with torch.no_grad():
-                attention(q, k, v)  # warm-up: kernel selection, caches
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                    torch.cuda.reset_peak_memory_stats(dev)
-                    base = torch.cuda.memory_allocated(dev)
+                call = functools.partial(attention, q, k, v)
+                memory = measure_peak_memory(call, held=(q, k, v), device=dev)  # also the warm-up
                 best = time_call(attention, q, k, v, repeats=repeats, warmup=0, device=dev).best_s
-            peak = (torch.cuda.max_memory_allocated(dev) - base) / 2**20 if dev.type == "cuda" else None
+            peak = (memory.peak_bytes - memory.held_bytes) / 2**20
             weights_mib = batch_size * num_heads * T * T * element_size / 2**20  # the (B, nh, T, T) matrix
             rows.append(
                 {

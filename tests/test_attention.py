@@ -262,9 +262,15 @@ def test_attention_cost_reports_time_and_the_size_of_the_weight_matrix():
         (16, "from scratch"),
         (16, "fused"),
     ]
-    assert all(r["ms"] > 0 and r["peak_mib"] is None for r in rows)
+    assert all(r["ms"] > 0 for r in rows)
     assert rows[2]["weights_mib"] == 2 * 16 * 16 * 4 / 2**20  # (B, nh, T, T) float32
     assert rows[1]["weights_mib"] is None
+    # Measured on the CPU too: from scratch holds at least the weight matrix, fused never does
+    # (its peak is the output, (B, nh, T, hs), and per-row statistics: linear in T).
+    scratch, fused = rows[2], rows[3]
+    assert scratch["peak_mib"] >= scratch["weights_mib"] + 2 * 16 * 4 * 4 / 2**20  # weights and output
+    assert fused["peak_mib"] < scratch["weights_mib"]
+    assert fused["peak_mib"] == 2 * rows[1]["peak_mib"]  # twice the length, twice the memory
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch.nn as nn
 from reference_models import ReferenceGPT, gpt_to_reference_state_dict
 from torch.testing import assert_close
 
-from bigmodel_lib.models.gpt import GPT, GPTConfig
+from bigmodel_lib.models.gpt import GPT, GPTConfig, KVCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,3 +269,61 @@ def test_wrong_rank_dtype_and_width():
         model.generate(torch.zeros(1, 2, dtype=torch.long), 1, top_k=12)
     with pytest.raises(ValueError, match=r"temperature >= 0, got -1"):
         model.generate(torch.zeros(1, 2, dtype=torch.long), 1, temperature=-1)
+
+
+# The KV cache (section 4.6): the same logits and tokens, and linear work per new token.
+
+@pytest.mark.parametrize("fused_attention", [True, False])
+def test_forward_cached_in_chunks_equals_one_forward(fused_attention):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=4, n_embd=32,
+                          fused_attention=fused_attention)).eval()
+    idx = torch.randint(0, 50, (3, 12))
+    cache = KVCache()
+    with torch.no_grad():
+        chunks = [model.forward_cached(idx[:, a:b], cache) for a, b in ((0, 5), (5, 6), (6, 12))]
+        assert_close(torch.cat(chunks, dim=1), model(idx)[0])
+    assert cache.length == 12 and len(cache.layers) == 2
+    assert cache.layers[0][0].shape == (3, 4, 12, 8)
+
+
+def test_cached_generation_gives_the_same_tokens_past_block_size():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=30, n_layer=2, n_head=2, n_embd=16))
+    prompt = torch.randint(0, 30, (2, 3))
+    greedy = model.generate(prompt, 20, temperature=0)  # 23 tokens: the context is cropped 15 times
+    assert torch.equal(model.generate(prompt, 20, temperature=0, use_cache=True), greedy)
+    sampled = model.generate(prompt, 20, top_k=5, generator=torch.Generator().manual_seed(3))
+    cached = model.generate(prompt, 20, top_k=5, generator=torch.Generator().manual_seed(3), use_cache=True)
+    assert torch.equal(cached, sampled)
+
+
+def test_cached_step_flops_grow_linearly_with_the_context():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = GPTConfig(block_size=64, vocab_size=50, n_layer=2, n_head=4, n_embd=32, fused_attention=False)
+    model = GPT(config).eval()
+
+    def step_flops(P):  # FLOPs of one new token after P cached ones
+        cache = KVCache()
+        with torch.no_grad():
+            if P:
+                model.forward_cached(torch.zeros(1, P, dtype=torch.long), cache)
+            with FlopCounterMode(display=False) as counter:
+                model.forward_cached(torch.zeros(1, 1, dtype=torch.long), cache)
+        return counter.get_total_flops()
+
+    base = step_flops(0)
+    for P in (1, 8, 31):  # q K^T and weights @ V: 2 P C FLOPs each, per layer
+        assert step_flops(P) - base == 4 * config.n_layer * config.n_embd * P
+
+
+def test_forward_cached_rejects_overflow_and_a_batch_change():
+    model = GPT(GPTConfig(block_size=8, vocab_size=30, n_layer=1, n_head=2, n_embd=16)).eval()
+    cache = KVCache()
+    with torch.no_grad():
+        model.forward_cached(torch.zeros(2, 6, dtype=torch.long), cache)
+        with pytest.raises(ValueError, match=r"at most block_size=8 tokens.*got 6 cached \+ 3 new"):
+            model.forward_cached(torch.zeros(2, 3, dtype=torch.long), cache)
+        with pytest.raises(ValueError, match=r"expected a batch of 2 \(the cache's\), got 1"):
+            model.forward_cached(torch.zeros(1, 1, dtype=torch.long), cache)

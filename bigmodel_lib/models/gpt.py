@@ -28,7 +28,28 @@ from bigmodel_lib.devices import evaluation_mode
 from bigmodel_lib.metrics import IGNORE_INDEX, check_class_indices
 from bigmodel_lib.models.attention import attend, attention_weights
 
-__all__ = ["GPTConfig", "GPT"]
+__all__ = ["GPTConfig", "GPT", "KVCache"]
+
+
+class KVCache:
+    """The keys and values of every token a :class:`GPT` has read so far, one pair per layer.
+
+    ``layers[i]`` is layer i's ``(keys, values)``, each (B, nh, T, hs). During
+    generation each new token's query attends to these, so the earlier tokens'
+    keys and values are computed once instead of at every step: the work per
+    new token grows linearly with the context instead of quadratically.
+    Build an empty one and pass it to :meth:`GPT.forward_cached`.
+
+    Introduced in §4.6.
+    """
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def length(self) -> int:
+        """The number of tokens cached (0 when empty)."""
+        return self.layers[0][0].size(2) if self.layers else 0
 
 
 @dataclass
@@ -82,13 +103,24 @@ class CausalSelfAttention(nn.Module):
         q, k, _ = self._heads(x)
         return attention_weights(q, k, is_causal=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """(B, T, C) -> (B, T, C). With ``past`` (the cached keys and values of P earlier tokens,
+        each (B, nh, P, hs)), the T new tokens also attend to them, and the result is
+        ``(y, (keys, values))`` with the P + T tokens' keys and values."""
         B, T, C = x.shape
         q, k, v = self._heads(x)  # (B, nh, T, hs) each
         dropout_p = self.dropout if self.training else 0.0
-        y = attend(q, k, v, is_causal=True, dropout_p=dropout_p, fused_attention=self.fused_attention)  # (B, nh, T, hs)
+        if past is None:
+            y = attend(q, k, v, is_causal=True, dropout_p=dropout_p, fused_attention=self.fused_attention)
+        else:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)  # (B, nh, P + T, hs)
+            P = k.size(2) - T
+            # New token t sits at position P + t and may attend to keys 0 .. P + t (aligned bottom right).
+            mask = torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(diagonal=P)
+            y = attend(q, k, v, attn_mask=mask, dropout_p=dropout_p, fused_attention=self.fused_attention)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        y = self.resid_dropout(self.c_proj(y))
+        return y if past is None else (y, (k, v))
 
 
 class MLP(nn.Module):
@@ -115,10 +147,14 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        x = x + self.mlp(self.ln_2(x))
-        return x  # (B, T, C)
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """(B, T, C) -> (B, T, C); with ``past``, ``(y, (keys, values))`` as in :class:`CausalSelfAttention`."""
+        if past is None:
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))  # (B, T, C)
+        a, present = self.attn(self.ln_1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), present
 
 
 class GPT(nn.Module):
@@ -212,6 +248,34 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
 
+    def forward_cached(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Next-token logits (B, T, V) for new tokens ``idx`` (B, T) that follow the ``cache.length`` cached ones.
+
+        The new tokens get positions ``cache.length`` to ``cache.length + T - 1``,
+        attend to the cached keys and values and to each other (causally), and
+        their keys and values are appended to ``cache``. From an empty cache it
+        gives the same logits as ``forward(idx)``. Raises ``ValueError`` past
+        ``block_size`` tokens in all (the position table ends there).
+        """
+        B, T = idx.shape
+        start = cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"expected at most block_size={self.config.block_size} tokens in cache and input together, "
+                f"got {start} cached + {T} new; start a new cache from the last {self.config.block_size} tokens"
+            )
+        if cache.layers and cache.layers[0][0].size(0) != B:
+            raise ValueError(f"expected a batch of {cache.layers[0][0].size(0)} (the cache's), got {B}")
+        check_class_indices(idx, self.config.vocab_size, "GPT", name="token ids idx")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        if not cache.layers:  # an empty cache: zero earlier tokens in every layer
+            nothing = x.new_zeros(B, self.config.n_head, 0, self.config.n_embd // self.config.n_head)
+            cache.layers = [(nothing, nothing)] * self.config.n_layer
+        for i, block in enumerate(self.transformer.h):
+            x, cache.layers[i] = block(x, cache.layers[i])  # the layer's keys and values, now P + T long
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+
     @torch.no_grad()
     def generate(
         self,
@@ -220,6 +284,7 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        use_cache: bool = False,
     ) -> torch.Tensor:
         """Extend ``idx`` (B, T) by ``max_new_tokens`` sampled tokens, feeding each prediction back in.
 
@@ -228,15 +293,29 @@ class GPT(nn.Module):
         ``top_k``, all but the k most likely tokens are dropped before
         sampling. The context is cropped to the last ``block_size`` tokens.
         Runs in eval mode (no dropout). Returns (B, T + max_new_tokens).
+
+        With ``use_cache=True`` each step feeds only the newest token and reads
+        the earlier ones' keys and values from a :class:`KVCache`; when the
+        context would pass ``block_size``, the cache is rebuilt from the cropped
+        context, exactly the tokens the uncached loop reads. The logits are the
+        same up to rounding, so greedy decoding gives the same tokens (the
+        tests and section 4.6 check it).
         """
         if temperature < 0:
             raise ValueError(f"expected temperature >= 0, got {temperature}")
         if top_k is not None and not 1 <= top_k <= self.config.vocab_size:
             raise ValueError(f"expected top_k between 1 and vocab_size={self.config.vocab_size}, got {top_k}")
+        cache = None
         with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
             for _ in range(max_new_tokens):
                 context = idx[:, -self.config.block_size :]  # (B, <= block_size)
-                logits, _ = self(context)
+                if not use_cache:
+                    logits, _ = self(context)
+                elif cache is not None and cache.length < self.config.block_size:
+                    logits = self.forward_cached(idx[:, -1:], cache)  # only the newest token
+                else:  # first step, or the context moved on: (re)build the cache from the cropped context
+                    cache = KVCache()
+                    logits = self.forward_cached(context, cache)
                 logits = logits[:, -1, :].float()  # (B, V): the prediction for the next token
                 if temperature == 0:
                     next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
