@@ -21,7 +21,7 @@ sideways within its layer, never upwards, never from the package root
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
 3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``: numbers, data, files, clocks and settings
 4. ``plotting``, ``g2p``, ``models``, ``training.losses``: what is shown, a task's data, the models package, the loss
-5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
+5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
 6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``: models built on blocks, probes of them, the engine's package
 7. ``articles.replay``: reading, running and repairing the articles' code
 8. ``articles``: the articles' package, which re-exports its modules

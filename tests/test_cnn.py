@@ -1,5 +1,5 @@
-"""Tests for bigmodel_lib.models.cnn (chapter 2): convolution, pooling,
-receptive fields and the source articles' CNNs."""
+"""Tests for bigmodel_lib.models.cnn and bigmodel_lib.models.resnet (chapter 2): convolution,
+pooling, receptive fields, the source articles' CNNs, residual blocks and a small ResNet."""
 
 import math
 import random
@@ -10,9 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from bigmodel_lib import count_parameters
 from bigmodel_lib.articles import CorrectedCNN
 from bigmodel_lib.models import cnn
 from bigmodel_lib.models.cnn import avg_pool2d, conv2d, conv2d_loops, conv_output_size, max_pool2d
+from bigmodel_lib.models.resnet import ResidualBlock, ResNet
 from bigmodel_lib.probes import (
     format_receptive_field_table,
     pooling_shift_sensitivity,
@@ -220,3 +222,104 @@ def test_receptive_field_table_bad_input_size():
         receptive_field_table(CorrectedCNN(), (32, 32))
 
 
+
+
+# ---------------------------------------------------------------------------
+# Residual blocks and the small ResNet (section 2.7)
+# ---------------------------------------------------------------------------
+
+
+def _randomise_batch_norms(module):
+    """Non-trivial scales, shifts and running statistics, so that eval mode is a real test."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_block_matches_torchvision_basic_block(training):
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(6)
+    theirs = BasicBlock(8, 8)
+    _randomise_batch_norms(theirs)
+    ours = ResidualBlock(8)
+    ours.load_state_dict(theirs.state_dict())  # the same names: a plain state-dict copy
+    ours.train(training)
+    theirs.train(training)
+    x = torch.randn(4, 8, 7, 5, requires_grad=True)
+    x_theirs = x.detach().clone().requires_grad_()
+    out_ours, out_theirs = ours(x), theirs(x_theirs)
+    assert_close(out_ours, out_theirs)
+    out_ours.square().sum().backward()
+    out_theirs.square().sum().backward()
+    assert_close(x.grad, x_theirs.grad)
+    for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+        assert_close(a.grad, b.grad, msg=name)
+    for name, buffer in ours.state_dict().items():  # running statistics updated alike in training
+        assert_close(buffer, theirs.state_dict()[name], msg=name)
+
+
+def test_residual_block_variants_by_hand():
+    torch.manual_seed(7)
+    x = torch.randn(2, 3, 6, 6)
+    plain = ResidualBlock(3, batch_norm=False, residual=False)
+    f = plain.conv2(torch.relu(plain.conv1(x)))
+    assert_close(plain(x), torch.relu(f))
+    residual = ResidualBlock(3, batch_norm=False)
+    residual.load_state_dict(plain.state_dict())
+    assert_close(residual(x), torch.relu(x + f))
+    # Batch normalisation cancels a bias, so the convolutions have none when it is on.
+    assert plain.conv1.bias is not None and ResidualBlock(3).conv1.bias is None
+
+
+def test_resnet_plain_and_residual_have_the_same_parameters():
+    torch.manual_seed(8)
+    residual = ResNet(num_blocks=3, width=4)
+    plain = ResNet(num_blocks=3, width=4, residual=False)
+    assert [(n, p.shape) for n, p in residual.named_parameters()] == [
+        (n, p.shape) for n, p in plain.named_parameters()
+    ]
+    plain.load_state_dict(residual.state_dict())
+    assert count_parameters(residual) == count_parameters(plain) == (
+        4 * 9 + 2 * 4  # stem: conv without bias, batch norm
+        + 3 * 2 * (4 * 4 * 9 + 2 * 4)  # three blocks of two convolutions and two batch norms
+        + 4 * 10 + 10  # classifier
+    )
+    x = torch.randn(5, 1, 8, 8)
+    assert residual(x).shape == plain(x).shape == (5, 10)
+    assert not torch.allclose(residual(x), plain(x))  # the shortcuts change the function, not the weights
+
+
+def test_resnet_matches_a_network_built_from_torch_modules():
+    from torchvision.models.resnet import BasicBlock
+
+    torch.manual_seed(9)
+    ours = ResNet(num_blocks=2, width=6, in_channels=3, num_classes=5)
+    _randomise_batch_norms(ours)
+    reference = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+        BasicBlock(6, 6), BasicBlock(6, 6),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5),
+    )
+    reference.load_state_dict(dict(zip(reference.state_dict(), ours.state_dict().values())))
+    x = torch.randn(3, 3, 9, 9)
+    for training in (True, False):
+        ours.train(training)
+        reference.train(training)
+        assert_close(ours(x), reference(x))
+
+
+def test_residual_block_and_resnet_bad_input():
+    with pytest.raises(ValueError, match=r"\(B, 8, H, W\), got shape \(8, 5, 5\).*unsqueeze"):
+        ResidualBlock(8)(torch.zeros(8, 5, 5))
+    with pytest.raises(ValueError, match=r"ResNet expects .*\(B, 1, H, W\), got shape \(2, 3, 8, 8\)"):
+        ResNet(2)(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="num_blocks, width"):
+        ResNet(0)
+    with pytest.raises(ValueError, match="channels >= 1"):
+        ResidualBlock(0)

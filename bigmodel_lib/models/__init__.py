@@ -1,6 +1,7 @@
-"""Models of the course, one concept per file: convolution and pooling (``cnn``,
-chapter 2), recurrent cells and networks (``rnn``), a character-level language
-model (``char_lstm``) and a forecaster (``forecaster``) (chapter 3), attention,
+"""Models of the course, one concept per file: convolution and pooling (``cnn``)
+and residual networks (``resnet``) (chapter 2), recurrent cells and networks
+(``rnn``), a character-level language model (``char_lstm``) and a forecaster
+(``forecaster``) (chapter 3), attention,
 positional encodings, the encoder-decoder Transformer and the GPT (chapter 4).
 
 Import from the submodules, e.g. ``from bigmodel_lib.models.rnn import LSTM``.
