@@ -251,6 +251,12 @@ class Page:
             number = self.book.exercises.get(arg)
             what = f"Exercise {number}" if number else "the exercise"
             return ["<details>", f"<summary>Solution to {what}</summary>", "", *inner, "", "</details>"]
+        if name == "solution-start":  # a gated solution: the cells down to {solution-end} belong to it
+            number = self.book.exercises.get(arg)
+            what = f"Exercise {number}" if number else "the exercise"
+            return [f"**Solution to {what}** (down to *End of the solution*)", "", *inner]
+        if name == "solution-end":
+            return ["*End of the solution.*"]
         if name in _ADMONITIONS or name == "admonition":
             title = self._inline(arg) if name == "admonition" else _ADMONITIONS[name]
             return [f"> **{title}**", ">", *(f"> {line}" if line else ">" for line in inner)]
