@@ -10,20 +10,21 @@ Organised by concept: ``devices`` (where and in what precision to compute),
 ``timing``, ``data`` (datasets by name), ``training`` (the engine),
 ``checkpoint``, ``metrics`` (quality, parameters, FLOPs), ``plotting``,
 ``probes`` (measurements inside a network), ``models`` (one file per
-architecture) and ``articles`` (the source articles' code, its defects and the
-corrected models).
+architecture), ``articles`` (the source articles' code, its defects and the
+corrected models) and ``exercises`` (a checker per coding exercise, with hints
+for the known mistakes).
 
 Layers, lowest first. A module imports only from layers below its own: never
 sideways within its layer, never upwards, never from the package root
 (``tests/test_architecture.py`` reads this list and checks every import).
 
-1. ``_version``, ``articles.defects``, ``articles.outline``: no imports from the package
+1. ``_version``, ``articles.defects``, ``articles.outline``, ``exercises.checking``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
 3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``: numbers, data, files, clocks and settings
 4. ``plotting``, ``g2p``, ``models``, ``training.losses``: what is shown, a task's data, the models package, the loss
 5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
-6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``: models built on blocks, probes of them, the engine's package
-7. ``articles.replay``: reading, running and repairing the articles' code
+6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``, ``exercises.learning``, ``exercises.convolution``, ``exercises.recurrent``, ``exercises.attention``: models built on blocks, probes of them, the engine's package, the exercises' checkers
+7. ``articles.replay``, ``exercises``: reading, running and repairing the articles' code; the checkers' package
 8. ``articles``: the articles' package, which re-exports its modules
 9. the package root (this file), which re-exports what two or more chapters use
 """
