@@ -1,12 +1,15 @@
 # Foundations of Large Models: the commands the README documents.
 #
 #   make book       create .venv, install everything, build the site (_build/html)
-#   make test       the same install, build the site, lint (ruff), then run every
-#                   test, execute every notebook (nbval) and open the site in Chromium
+#   make test       the same install, build the site and the student site, lint
+#                   (ruff), then run every test, execute every notebook (nbval) and
+#                   open the site in Chromium
 #   make lab        JupyterLab on the notebooks (jupyterlab-myst renders exercises)
 #   make notebooks  re-execute every notebook in place, top to bottom: the one
 #                   way stored outputs are produced; then rewrite the Colab edition
 #   make colab      rewrite the Colab edition (colab/: MyST as plain Markdown)
+#   make student    write the student edition (student/: no solutions, answer cells
+#                   emptied) and build its site strictly into _build/student/html
 #
 # PYTHON picks the interpreter that creates the virtual environment (3.10-3.13).
 
@@ -17,10 +20,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install book test browser lab notebooks colab clean
+.PHONY: help install book test browser lab notebooks colab student student-site clean
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '2,15p' Makefile
 
 # Installs torch and torchvision together, unpinned, so pip picks a pair that
 # works on this platform (CUDA on Linux x86_64, CPU elsewhere, MPS on Apple).
@@ -61,7 +64,7 @@ browser:
 	    || echo "apt-get could not install fonts-wqy-microhei: screenshots will show Chinese as boxes"; \
 	fi
 
-test: book browser
+test: book student-site browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -71,10 +74,21 @@ lab: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/python tools/run_notebooks.py
 	$(BIN)/python tools/colab_edition.py
+	$(BIN)/python tools/student_edition.py
 
 # The notebooks as Colab can read them; tests/test_colab.py fails when it is stale.
 colab: $(STAMP)
 	$(BIN)/python tools/colab_edition.py
+
+# The student edition: every notebook without its solutions (student/, committed, for
+# the launch buttons) and a site built strictly from it; tests/test_student.py checks both.
+student: $(STAMP)
+	$(BIN)/python tools/student_edition.py --build
+
+# What `make test` builds: the student site, after checking that the committed student/
+# is up to date (it writes nothing there, so a stale copy fails instead of being fixed).
+student-site: $(STAMP)
+	$(BIN)/python tools/student_edition.py --check --build
 
 clean:
 	rm -rf _build

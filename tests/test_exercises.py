@@ -862,9 +862,9 @@ def test_the_reference_cases_agree_with_the_books_formulas():
 
 
 def test_each_checker_names_a_section_its_chapter_has():
-    # The footer test (tests/test_introduced_in.py) also wants the notebook's code to call the name; the checkers
-    # join a module's __all__ once the exercise notebooks call them. Until then: the footer is well formed, names the
-    # checker's chapter and a section that chapter has.
+    # The footer test (tests/test_introduced_in.py) checks the checkers in __all__ against a chapter's notebooks
+    # merged; this one says it plainly: the footer names the checker's chapter and a section of the chapter's own
+    # notebook (not its exercise notebook, which has no numbered sections).
     chapters = {check_softmax: 1, check_cross_entropy: 1, check_adamw_step: 1, check_conv2d: 2, check_max_pool2d: 2,
                 check_conv_output_size: 2, check_clip_grad_norm: 3, check_lstm_cell: 3, check_gru_cell: 3,
                 check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4}
@@ -873,7 +873,8 @@ def test_each_checker_names_a_section_its_chapter_has():
         last = inspect.getdoc(check).splitlines()[-1]
         match = re.fullmatch(r"Introduced in §(\d+)\.(\d+)\.", last)
         assert match and int(match.group(1)) == chapter, (check.__name__, last)
-        notebook = json.loads(next((REPO / "notebooks").glob(f"0{chapter}_*.ipynb")).read_text())
+        notebook = json.loads(next(p for p in sorted((REPO / "notebooks").glob(f"0{chapter}_*.ipynb"))
+                                   if not p.stem.endswith("_exercises")).read_text())
         headings = {line for cell in notebook["cells"] if cell["cell_type"] == "markdown"
                     for line in "".join(cell["source"]).splitlines() if line.startswith("## ")}
         assert any(h.startswith(f"## {match.group(1)}.{match.group(2)} ") for h in headings), (check.__name__, last)

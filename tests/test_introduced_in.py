@@ -116,8 +116,13 @@ def footer_problem(qualified: str, doc: str | None, notebooks: dict[str, dict]) 
     return None
 
 
-def _notebooks() -> dict[str, dict]:
-    return {path.name[:2]: json.loads(path.read_text()) for path in sorted((REPO / "notebooks").glob("0*.ipynb"))}
+def _notebooks(folder: pathlib.Path = REPO / "notebooks") -> dict[str, dict]:
+    """``{"00": notebook, "01": ...}``: every notebook of a chapter, merged (the chapter's and its exercise
+    notebook ``NN_<chapter>_exercises.ipynb``), so a name used only by the exercises is the chapter's code too."""
+    merged: dict[str, dict] = {}
+    for path in sorted(folder.glob("[0-9][0-9]_*.ipynb")):
+        merged.setdefault(path.name[:2], {"cells": []})["cells"].extend(json.loads(path.read_text())["cells"])
+    return merged
 
 
 def test_every_public_name_ends_with_the_section_that_introduces_it():
@@ -168,6 +173,23 @@ def test_planted_footer_problems_are_found(qualified, doc, problem):
         assert found is None
     else:
         assert found is not None and problem in found, found
+
+
+def test_an_exercise_notebook_counts_as_its_chapters_code(tmp_path):
+    """The exercise notebook adds to its chapter's notebook; it does not replace it (both start with '02')."""
+    for name, cells in {
+        "02_cnn.ipynb": _notebook(("markdown", "## 2.1 The convolution layer"),
+                                  ("code", "from bigmodel_lib.models.cnn import conv2d\nconv2d(x, w)")),
+        "02_cnn_exercises.ipynb": _notebook(("markdown", "# Chapter 2 exercises"),
+                                            ("code", "from bigmodel_lib.exercises import check_conv2d")),
+    }.items():
+        (tmp_path / name).write_text(json.dumps(cells))
+    notebooks = _notebooks(tmp_path)
+    assert list(notebooks) == ["02"]
+    assert footer_problem("m.conv2d", "A convolution.\n\nIntroduced in §2.1.", notebooks) is None
+    assert footer_problem("m.check_conv2d", "A check.\n\nIntroduced in §2.1.", notebooks) is None
+    assert "never uses check_max_pool2d" in footer_problem("m.check_max_pool2d", "A check.\n\nIntroduced in §2.1.",
+                                                            notebooks)
 
 
 def test_a_constant_docstring_is_read_from_the_line_after_it():

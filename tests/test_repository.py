@@ -71,11 +71,12 @@ def test_packaging_and_workflow_use_the_configured_repository():
 
 # Everything set_repository.py reads or rewrites.
 _COPIED = ["_config.yml", "_toc.yml", "README.md", "pyproject.toml", ".github/workflows/book.yml",
-           "bigmodel_lib/_version.py", "notebooks", "book", "colab"]
+           "bigmodel_lib/_version.py", "notebooks", "book", "colab", "student"]
 
 
 def _snapshot(root: pathlib.Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "_build" not in p.relative_to(root).parts}  # build outputs are not sources
 
 
 def _set_repository(root: pathlib.Path, *args: str) -> None:
@@ -108,7 +109,7 @@ def test_set_repository_moves_every_place_to_a_fork_and_back(tmp_path):
         text = data.decode("utf-8")
         left = [old for old in old_names if old in text]
         assert not left, f"{name} still names {left}"
-    for notebook in ("notebooks", "colab"):
+    for notebook in ("notebooks", "colab", "student/notebooks", "student/colab"):
         for path in (tmp_path / notebook).glob("*.ipynb"):
             assert "git+https://github.com/someone/course-fork@v9.8.7" in path.read_text(encoding="utf-8")
     config = yaml.safe_load((tmp_path / "_config.yml").read_text(encoding="utf-8"))["repository"]

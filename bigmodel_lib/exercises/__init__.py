@@ -48,9 +48,26 @@ from bigmodel_lib.exercises.convolution import check_conv2d, check_conv_output_s
 from bigmodel_lib.exercises.learning import check_adamw_step, check_cross_entropy, check_softmax
 from bigmodel_lib.exercises.recurrent import check_clip_grad_norm, check_gru_cell, check_lstm_cell
 
-# No __all__ yet: tests/test_introduced_in.py wants every public name used by its chapter's code, and the
-# exercise notebooks that call these checkers (issue 15, item 2) do not exist yet. Add
-# __all__ = ["CheckResult", *(f.__name__ for f in CHECKERS.values())] (written out) when they do.
+# Each checker is called by its chapter's exercise notebook (notebooks/NN_<chapter>_exercises.ipynb), which
+# tests/test_introduced_in.py counts as that chapter's code; CheckResult is what every check cell shows.
+# CHECKERS is for tools (an autograder), not the book.
+__all__ = [
+    "CheckResult",
+    "check_softmax",
+    "check_cross_entropy",
+    "check_adamw_step",
+    "check_conv2d",
+    "check_max_pool2d",
+    "check_conv_output_size",
+    "check_clip_grad_norm",
+    "check_lstm_cell",
+    "check_gru_cell",
+    "check_attention",
+    "check_causal_mask",
+    "check_positional_encoding",
+    "check_layer_norm",
+]
+
 CHECKERS = {
     "softmax": check_softmax,
     "cross_entropy": check_cross_entropy,
