@@ -26,6 +26,7 @@ from bigmodel_lib.articles.lstm import CorrectedLSTMClassifier
 from bigmodel_lib.articles.outline import article_text, check_section_map, section_headings
 from bigmodel_lib.articles.replay import (
     defects,
+    patched_source,
     published_class,
     published_text,
     replay_defects,
@@ -43,6 +44,7 @@ __all__ = [
     "published_class",
     "run_source",
     "defects",
+    "patched_source",
     "replay_defects",
     "CorrectedCNN",
     "CorrectedDCNN",

@@ -161,6 +161,8 @@ def patched_source(article: str, model: str, upto: int = 0, skip: tuple[int, ...
     ``i`` shows. With ``upto=len(defects(article, model))`` every fix is
     applied; the code then runs, though it keeps the silent defects. Raises
     ValueError for an ``upto`` out of range or a fix whose text is missing.
+
+    Introduced in §4.7.
     """
     code = source(article, model)
     found = defects(article, model)
