@@ -10,6 +10,13 @@
 #   make colab      rewrite the Colab edition (colab/: MyST as plain Markdown)
 #   make student    write the student edition (student/: no solutions, answer cells
 #                   emptied) and build its site strictly into _build/student/html
+#   make instructor install otter-grader (the instructor extra) into .venv-instructor
+#                   and write an autograder bundle per exercise notebook:
+#                   _build/instructor/<notebook>/autograder.zip
+#   make grade SUBMISSIONS=dir
+#                   grade every notebook under dir, without Docker, each within
+#                   TIMEOUT seconds (120), into _build/instructor/grades.csv.
+#                   Submitted code runs unsandboxed: use a throwaway machine.
 #
 # PYTHON picks the interpreter that creates the virtual environment (3.10-3.13).
 
@@ -20,10 +27,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install book test browser lab notebooks colab student student-site clean
+INSTRUCTOR_VENV ?= .venv-instructor
+IBIN := $(INSTRUCTOR_VENV)/bin
+SUBMISSIONS ?=
+TIMEOUT ?= 120
+JOBS ?= 1
+
+.PHONY: help install book test browser lab notebooks colab student student-site instructor grade clean
 
 help:
-	@sed -n '2,15p' Makefile
+	@sed -n '2,22p' Makefile
 
 # Installs torch and torchvision together, unpinned, so pip picks a pair that
 # works on this platform (CUDA on Linux x86_64, CPU elsewhere, MPS on Apple).
@@ -89,6 +102,27 @@ student: $(STAMP)
 # is up to date (it writes nothing there, so a stale copy fails instead of being fixed).
 student-site: $(STAMP)
 	$(BIN)/python tools/student_edition.py --check --build
+
+# otter-grader gets its own environment, layered on .venv (a .pth file puts .venv's packages, torch and
+# the editable library included, behind its own, so nothing is installed twice): it pulls in ipywidgets,
+# which would turn tqdm's bars into widgets and change the notebooks' stored outputs, and it downgrades wrapt.
+$(IBIN)/.installed: $(STAMP) pyproject.toml
+	$(BIN)/python -m venv $(INSTRUCTOR_VENV)
+	$(BIN)/python -c 'import sysconfig; print("import site; site.addsitedir(%r)" % sysconfig.get_paths()["purelib"])' \
+	  > "$$($(IBIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_bigmodel_base_venv.pth"
+	$(IBIN)/python -m pip install --quiet -e ".[instructor]"
+	@touch $@
+
+# One otter-grader bundle per exercise notebook (tools/instructor_edition.py); otter assign checks
+# that every reference solution passes its hidden test.
+instructor: $(IBIN)/.installed
+	$(IBIN)/python tools/instructor_edition.py
+
+# Grades with the bundles of `make instructor`, without Docker; each submission is killed after
+# TIMEOUT seconds and reported as timed out (tools/grade.py). The code runs unsandboxed.
+grade: $(IBIN)/.installed
+	@if [ -z "$(SUBMISSIONS)" ]; then echo "usage: make grade SUBMISSIONS=folder-of-notebooks [TIMEOUT=120] [JOBS=1]"; exit 2; fi
+	$(IBIN)/python tools/grade.py "$(SUBMISSIONS)" --timeout $(TIMEOUT) --jobs $(JOBS)
 
 clean:
 	rm -rf _build

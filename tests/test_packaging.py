@@ -22,6 +22,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONDA_TO_PYPI = {"pytorch": "torch"}
 # Entries of environment.yml that are the environment itself, not a dependency.
 CONDA_ONLY = {"python", "pip"}
+# Extras that environment.yml leaves out on purpose: `instructor` (otter-grader) goes into its own
+# environment, .venv-instructor (`make instructor`), because it changes the notebooks' stored outputs.
+SEPARATE_EXTRAS = {"instructor"}
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*?)\s*$")
 
 
@@ -42,8 +45,9 @@ def parse_requirement(text: str) -> tuple[str, str]:
 def pyproject_requirements(path: pathlib.Path = ROOT / "pyproject.toml") -> dict[str, str]:
     project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
     texts = list(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
-        texts.extend(extra)
+    for name, extra in project.get("optional-dependencies", {}).items():
+        if name not in SEPARATE_EXTRAS:
+            texts.extend(extra)
     return dict(parse_requirement(t) for t in texts)
 
 
