@@ -4,7 +4,9 @@ unfinished answer, an exception and a wrong shape in words, and raises in strict
 
 from __future__ import annotations
 
+import collections
 import inspect
+import itertools
 import json
 import math
 import pathlib
@@ -21,6 +23,7 @@ from bigmodel_lib.exercises import (
     CheckResult,
     check_adamw_step,
     check_attention,
+    check_bert_masking,
     check_causal_mask,
     check_clip_grad_norm,
     check_conv2d,
@@ -30,12 +33,15 @@ from bigmodel_lib.exercises import (
     check_layer_norm,
     check_lstm_cell,
     check_max_pool2d,
+    check_mean_pooling,
+    check_pair_counts,
     check_positional_encoding,
     check_softmax,
 )
 from bigmodel_lib.exercises import attention as attention_checks
 from bigmodel_lib.exercises import convolution as convolution_checks
 from bigmodel_lib.exercises import learning as learning_checks
+from bigmodel_lib.exercises import pretraining as pretraining_checks
 from bigmodel_lib.exercises import recurrent as recurrent_checks
 from bigmodel_lib.models.attention import causal_mask
 from bigmodel_lib.models.positional import sinusoidal_table
@@ -365,6 +371,84 @@ def layer_norm_torch(x, gamma, beta, eps=1e-5):
     return F.layer_norm(x, (x.shape[-1],), gamma, beta, eps)
 
 
+# Chapter 5
+
+
+def pairs_counter(words):
+    counts = collections.Counter()
+    for word, freq in words.items():
+        for pair in zip(word, word[1:]):
+            counts[pair] += freq
+    return counts
+
+
+def pairs_defaultdict(words):
+    counts = collections.defaultdict(int)
+    for symbols, n in words.items():
+        for i in range(len(symbols) - 1):
+            counts[symbols[i], symbols[i + 1]] += n
+    return dict(counts)
+
+
+def pairs_pairwise(words):
+    counts = {}
+    for word, freq in words.items():
+        for pair in itertools.pairwise(word):
+            counts[pair] = counts.get(pair, 0) + freq
+    return counts
+
+
+def bert_mask_indexing(input_ids, special, rand, action, random_ids, mask_id):
+    chosen = (rand < 0.15) & ~special
+    inputs = input_ids.clone()
+    inputs[chosen & (action < 0.8)] = mask_id
+    replace = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[replace] = random_ids[replace]
+    labels = torch.full_like(input_ids, -100)
+    labels[chosen] = input_ids[chosen]
+    return inputs, labels
+
+
+def bert_mask_where(input_ids, special, rand, action, random_ids, mask_id):
+    chosen = (rand < 0.15) & ~special
+    corrupted = torch.where(action < 0.8, mask_id, torch.where(action < 0.9, random_ids, input_ids))
+    return torch.where(chosen, corrupted, input_ids), torch.where(chosen, input_ids, -100)
+
+
+def bert_mask_loops(input_ids, special, rand, action, random_ids, mask_id):
+    inputs, labels = input_ids.clone(), input_ids.clone()
+    B, T = input_ids.shape
+    for b in range(B):
+        for t in range(T):
+            if special[b, t] or rand[b, t] >= 0.15:
+                labels[b, t] = -100
+            elif action[b, t] < 0.8:
+                inputs[b, t] = mask_id
+            elif action[b, t] < 0.9:
+                inputs[b, t] = random_ids[b, t]
+    return inputs, labels
+
+
+def mean_pooling_chapter(token_outputs, attention_mask):
+    mask = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+    return (token_outputs * mask).sum(1) / mask.sum(1)
+
+
+def mean_pooling_einsum(token_outputs, attention_mask):
+    mask = attention_mask.to(token_outputs.dtype)
+    return torch.einsum("btc,bt->bc", token_outputs, mask) / mask.sum(-1, keepdim=True)
+
+
+def mean_pooling_loop(token_outputs, attention_mask):
+    return torch.stack([x[m.bool()].mean(dim=0) for x, m in zip(token_outputs, attention_mask)])
+
+
+def mean_pooling_sentence_transformers(token_outputs, attention_mask):
+    # sentence-transformers' Pooling(pooling_mode="mean"), written out (importing it takes seconds)
+    expanded = attention_mask.unsqueeze(-1).expand(token_outputs.size()).to(token_outputs.dtype)
+    return torch.sum(token_outputs * expanded, 1) / torch.clamp(expanded.sum(1), min=1e-9)
+
+
 CORRECT = {
     check_softmax: [lambda z: torch.softmax(z, -1), softmax_max_subtracted, softmax_via_log_softmax, softmax_loop,
                     softmax_logsumexp],
@@ -382,6 +466,10 @@ CORRECT = {
     check_causal_mask: [causal_mask, causal_tril, causal_compare, causal_loops],
     check_positional_encoding: [sinusoidal_table, pe_chapter, pe_loops, pe_stacked],
     check_layer_norm: [layer_norm_torch, layer_norm_chapter, layer_norm_var_mean, layer_norm_squares],
+    check_pair_counts: [pretraining_checks._pair_counts, pairs_counter, pairs_defaultdict, pairs_pairwise],
+    check_bert_masking: [bert_mask_indexing, bert_mask_where, bert_mask_loops],
+    check_mean_pooling: [mean_pooling_sentence_transformers, mean_pooling_chapter, mean_pooling_einsum,
+                         mean_pooling_loop],
 }
 
 
@@ -417,6 +505,9 @@ MUTANTS = {
     check_causal_mask: attention_checks.CAUSAL_MASK_MUTANTS,
     check_positional_encoding: attention_checks.POSITIONAL_MUTANTS,
     check_layer_norm: attention_checks.LAYER_NORM_MUTANTS,
+    check_pair_counts: pretraining_checks.PAIR_COUNTS_MUTANTS,
+    check_bert_masking: pretraining_checks.MASKING_MUTANTS,
+    check_mean_pooling: pretraining_checks.MEAN_POOLING_MUTANTS,
 }
 
 
@@ -646,6 +737,84 @@ def ln_eps_outside(x, gamma, beta, eps=1e-5):
     return gamma * (x - x.mean(-1, keepdim=True)) / (x.std(-1, unbiased=False, keepdim=True) + eps) + beta
 
 
+def pairs_counter_per_word(words):
+    counts = collections.Counter()
+    for word in words:
+        counts.update(zip(word, word[1:]))  # the word's count forgotten
+    return counts
+
+
+def pairs_set(words):
+    counts = collections.defaultdict(int)
+    for word, freq in words.items():
+        for pair in set(zip(word, word[1:])):
+            counts[pair] += freq
+    return counts
+
+
+def pairs_modulo(words):
+    counts = collections.Counter()
+    for word, freq in words.items():
+        for i, a in enumerate(word):
+            counts[a, word[(i + 1) % len(word)]] += freq
+    return counts
+
+
+def pairs_combinations(words):
+    counts = collections.Counter()
+    for word, freq in words.items():
+        for pair in itertools.combinations(word, 2):
+            counts[pair] += freq
+    return counts
+
+
+def bert_in_place_labels(input_ids, special, rand, action, random_ids, mask_id):
+    chosen = (rand < 0.15) & ~special
+    input_ids[chosen & (action < 0.8)] = mask_id  # the originals are gone before the labels are read
+    replace = chosen & (action >= 0.8) & (action < 0.9)
+    input_ids[replace] = random_ids[replace]
+    return input_ids, torch.where(chosen, input_ids, -100)
+
+
+def bert_special_chosen(input_ids, special, rand, action, random_ids, mask_id):
+    return bert_mask_where(input_ids, torch.zeros_like(special), rand, action, random_ids, mask_id)
+
+
+def bert_random_unchosen(input_ids, special, rand, action, random_ids, mask_id):
+    chosen = (rand < 0.15) & ~special
+    inputs = input_ids.masked_fill(chosen & (action < 0.8), mask_id)
+    inputs = torch.where((action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, torch.where(chosen, input_ids, -100)
+
+
+def bert_labels_inverted(input_ids, special, rand, action, random_ids, mask_id):
+    inputs, labels = bert_mask_indexing(input_ids, special, rand, action, random_ids, mask_id)
+    return inputs, input_ids.masked_fill(labels != -100, -100)
+
+
+def bert_all_masked(input_ids, special, rand, action, random_ids, mask_id):
+    chosen = (rand < 0.15) & ~special
+    return input_ids.masked_fill(chosen, mask_id), input_ids.masked_fill(~chosen, -100)
+
+
+def pooling_plain_mean(token_outputs, attention_mask):
+    return token_outputs.mean(dim=1)
+
+
+def pooling_divided_by_length(token_outputs, attention_mask):
+    B, T, C = token_outputs.shape
+    return (token_outputs * attention_mask.unsqueeze(-1)).sum(dim=1) / T
+
+
+def pooling_normalised(token_outputs, attention_mask):
+    return F.normalize(mean_pooling_chapter(token_outputs, attention_mask), p=2, dim=1)
+
+
+def pooling_no_feature_axis(token_outputs, attention_mask):
+    summed = (token_outputs * attention_mask).sum(dim=1)
+    return summed / attention_mask.sum(dim=1)
+
+
 LEARNER_MISTAKES = [
     (check_softmax, softmax_columns, "wrong axis"),
     (check_softmax, softmax_naive, "no max-subtraction"),
@@ -689,6 +858,19 @@ LEARNER_MISTAKES = [
     (check_layer_norm, ln_unbiased, "unbiased"),
     (check_layer_norm, ln_batch, "batch axis"),
     (check_layer_norm, ln_eps_outside, "outside the square root"),
+    (check_pair_counts, pairs_counter_per_word, "weight it by the word's count"),
+    (check_pair_counts, pairs_set, "counted once"),
+    (check_pair_counts, pairs_modulo, "paired with the first"),
+    (check_pair_counts, pairs_combinations, "not neighbours"),
+    (check_bert_masking, bert_in_place_labels, "read after the corruption"),
+    (check_bert_masking, bert_special_chosen, "special tokens"),
+    (check_bert_masking, bert_random_unchosen, "not chosen"),
+    (check_bert_masking, bert_labels_inverted, "swapped"),
+    (check_bert_masking, bert_all_masked, "80%"),
+    (check_mean_pooling, pooling_plain_mean, "averaged in"),
+    (check_mean_pooling, pooling_divided_by_length, "divided by T"),
+    (check_mean_pooling, pooling_normalised, "separate step"),
+    (check_mean_pooling, pooling_no_feature_axis, "feature axis"),
 ]
 
 
@@ -761,7 +943,8 @@ def _add_a_dimension(output):
     return type(output)(_add_a_dimension(o) for o in output)
 
 
-@pytest.mark.parametrize("check", [c for c in CORRECT if c not in (check_conv_output_size, check_adamw_step)],
+@pytest.mark.parametrize("check", [c for c in CORRECT
+                                   if c not in (check_conv_output_size, check_adamw_step, check_pair_counts)],
                          ids=lambda c: c.__name__)
 def test_a_wrong_shape_is_named(check):
     correct = CORRECT[check][1]
@@ -867,14 +1050,78 @@ def test_each_checker_names_a_section_its_chapter_has():
     # notebook (not its exercise notebook, which has no numbered sections).
     chapters = {check_softmax: 1, check_cross_entropy: 1, check_adamw_step: 1, check_conv2d: 2, check_max_pool2d: 2,
                 check_conv_output_size: 2, check_clip_grad_norm: 3, check_lstm_cell: 3, check_gru_cell: 3,
-                check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4}
+                check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4,
+                check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5}
     assert set(chapters) == set(CORRECT)
     for check, chapter in [*chapters.items(), (CheckResult, 1)]:
         last = inspect.getdoc(check).splitlines()[-1]
         match = re.fullmatch(r"Introduced in §(\d+)\.(\d+)\.", last)
         assert match and int(match.group(1)) == chapter, (check.__name__, last)
-        notebook = json.loads(next(p for p in sorted((REPO / "notebooks").glob(f"0{chapter}_*.ipynb"))
-                                   if not p.stem.endswith("_exercises")).read_text())
+        paths = [p for p in sorted((REPO / "notebooks").glob(f"0{chapter}_*.ipynb"))
+                 if not p.stem.endswith("_exercises")]
+        assert paths, f"{check.__name__}: chapter {chapter}'s notebook (notebooks/0{chapter}_*.ipynb) is missing"
+        notebook = json.loads(paths[0].read_text())
         headings = {line for cell in notebook["cells"] if cell["cell_type"] == "markdown"
                     for line in "".join(cell["source"]).splitlines() if line.startswith("## ")}
         assert any(h.startswith(f"## {match.group(1)}.{match.group(2)} ") for h in headings), (check.__name__, last)
+
+
+# ---------------------------------------------------------------------------
+# Chapter 5's checkers: what their cases hold and what they say
+
+
+def test_pair_counts_on_sennrich_corpus_are_the_papers():
+    counts = pairs_counter(pretraining_checks._SENNRICH)
+    assert counts["e", "s"] == counts["s", "t"] == counts["t", "</w>"] == 9  # the first merges of Sennrich et al.
+    assert counts["l", "o"] == counts["o", "w"] == 7 and counts["w", "e"] == 8
+    assert sum(counts.values()) == 5 * 3 + 2 * 5 + 6 * 6 + 3 * 6  # each word's count times its len - 1 pairs
+
+
+def test_pair_counts_that_are_not_a_dict_of_pairs_are_told_so():
+    result = check_pair_counts(lambda words: list(pairs_counter(words).items()))
+    assert "expected a dict {(a, b): count}, got a list" in result.message
+    result = check_pair_counts(lambda words: {" ".join(p): n for p, n in pairs_counter(words).items()})
+    assert "expected the dict's keys to be pairs of symbols, tuples such as ('l', 'o'); got the key" in result.message
+    result = check_pair_counts(lambda words: {p: [n] for p, n in pairs_counter(words).items()})
+    assert "expected a count (a number) for the pair" in result.message
+    result = check_pair_counts(lambda words: {("x", "y"): 1})
+    assert "the key ('x', 'y') is not a pair of symbols of the words" in result.message
+    # zero counts, float counts and a Counter are all fine
+    assert check_pair_counts(lambda words: {**{p: 0.0 for p in pairs_combinations(words)}, **pairs_counter(words)})
+    assert check_pair_counts(lambda words: {p: float(n) for p, n in pairs_defaultdict(words).items()})
+
+
+def test_a_wrong_pair_count_names_the_table_rows_and_columns():
+    message = check_pair_counts(pairs_set).message
+    assert message == ("on case 'a repeated pair in one word' (words {('a', 'a', 'a'): 3, ('a', 'b'): 2}, rows and "
+                       "columns 'a b'): 1 of 4 entries differ, the first at index (0, 0): expected 6, got 3.")
+
+
+def test_bert_masking_cases_reach_every_branch():
+    # Over the cases, chosen positions become [MASK], a random id and stay unchanged; the hand-built case puts
+    # draws exactly on the thresholds 0.15, 0.8 and 0.9, and its first row is all special tokens.
+    branches = torch.zeros(3, dtype=torch.long)
+    for case in pretraining_checks._masking_cases():
+        a = case.args
+        chosen = (a["rand"] < 0.15) & ~a["special"]
+        masked, swapped = chosen & (a["action"] < 0.8), chosen & (a["action"] >= 0.8) & (a["action"] < 0.9)
+        branches += torch.stack([masked.sum(), swapped.sum(), (chosen & (a["action"] >= 0.9)).sum()])
+    assert (branches >= 3).all(), branches
+    edge = pretraining_checks._masking_cases()[-1].args
+    inputs, labels = bert_mask_loops(*edge.values())
+    assert torch.equal(inputs[0], edge["input_ids"][0]) and (labels[0] == -100).all()
+    assert inputs[1].tolist() == [101, 103, 3013, 2003, 103, 2005, 102]
+    assert labels[1].tolist() == [-100, 2001, 2002, 2003, 2004, -100, -100]
+
+
+def test_bert_masking_wants_long_outputs():
+    result = check_bert_masking(lambda *args: tuple(t.int() for t in bert_mask_indexing(*args)))
+    assert not result.passed and "expected dtype torch.int64, got torch.int32" in result.message
+
+
+def test_mean_pooling_equals_the_tokens_own_mean():
+    case = pretraining_checks._pooling_cases()[1]  # lengths 6, 4, 2
+    x, mask = case.args.values()
+    pooled = mean_pooling_chapter(x, mask)
+    assert_close(pooled[2], x[2, :2].mean(dim=0))
+    assert_close(pooled[1], x[1, :4].mean(dim=0))

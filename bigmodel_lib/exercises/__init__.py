@@ -31,6 +31,7 @@ The checkers, by chapter:
 - chapter 3: ``check_clip_grad_norm``, ``check_lstm_cell``, ``check_gru_cell``
 - chapter 4: ``check_attention``, ``check_causal_mask``, ``check_positional_encoding``,
   ``check_layer_norm``
+- chapter 5: ``check_pair_counts``, ``check_bert_masking``, ``check_mean_pooling``
 
 ``CHECKERS`` maps each exercise's name (``"softmax"``) to its checker.
 """
@@ -46,6 +47,7 @@ from bigmodel_lib.exercises.attention import (
 from bigmodel_lib.exercises.checking import CheckResult as CheckResult  # re-exported
 from bigmodel_lib.exercises.convolution import check_conv2d, check_conv_output_size, check_max_pool2d
 from bigmodel_lib.exercises.learning import check_adamw_step, check_cross_entropy, check_softmax
+from bigmodel_lib.exercises.pretraining import check_bert_masking, check_mean_pooling, check_pair_counts
 from bigmodel_lib.exercises.recurrent import check_clip_grad_norm, check_gru_cell, check_lstm_cell
 
 # Each checker is called by its chapter's exercise notebook (notebooks/NN_<chapter>_exercises.ipynb), which
@@ -66,6 +68,9 @@ __all__ = [
     "check_causal_mask",
     "check_positional_encoding",
     "check_layer_norm",
+    "check_pair_counts",
+    "check_bert_masking",
+    "check_mean_pooling",
 ]
 
 CHECKERS = {
@@ -82,4 +87,7 @@ CHECKERS = {
     "causal_mask": check_causal_mask,
     "positional_encoding": check_positional_encoding,
     "layer_norm": check_layer_norm,
+    "pair_counts": check_pair_counts,
+    "bert_masking": check_bert_masking,
+    "mean_pooling": check_mean_pooling,
 }

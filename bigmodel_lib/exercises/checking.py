@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-_THIS_FILE = os.path.abspath(__file__)
+_CHECKERS_DIR = os.path.dirname(os.path.abspath(__file__))  # this module and the checkers that use it
 
 
 @dataclass
@@ -182,9 +182,10 @@ def compare(got: Any, expected: Any, rtol: float | None, atol: float | None, exa
 
 
 def _where(error: BaseException) -> str:
-    """' at line N ('the line')' for the innermost frame outside torch and this module (the learner's), if any."""
+    """' at line N ('the line')' for the innermost frame outside torch and the checkers (the learner's), if any."""
     frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith(_TORCH_DIR) and os.path.abspath(f.filename) != _THIS_FILE]
+              if not f.filename.startswith(_TORCH_DIR)
+              and os.path.dirname(os.path.abspath(f.filename)) != _CHECKERS_DIR]
     if not frames:
         return ""
     frame = frames[-1]
