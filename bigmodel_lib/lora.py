@@ -136,7 +136,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
 def set_lora_enabled(model: nn.Module, enabled: bool) -> int:
     """Switch every adapter of ``model`` on or off; off gives the frozen pretrained model back exactly.
 
-    Returns the number of adapters switched. Introduced in §5.5.
+    Returns the number of adapters switched.
+
+    Introduced in §5.5.
     """
     count = 0
     for module in model.modules():
