@@ -213,30 +213,40 @@ def similarity(body, tokenizer) -> dict:
     return dict(mean_cosine=mean, same_above_unrelated=ranked)
 
 
-def train_one(strategy, lr, seed, data, device, tokenizer) -> dict:
-    (train_ids, train_labels), (val_ids, val_labels), (test_ids, test_labels) = data
+def start_run(strategy, lr, seed, n_train, epochs, device):
+    """A seeded model, its AdamW over the trainable parameters, 10% warmup then cosine, and the batch generator."""
     seed_everything(seed)
     model = build(strategy, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(train_ids) / BATCH_SIZE)
-    total, warmup = EPOCHS * steps_per_epoch, max(1, round(0.1 * EPOCHS * steps_per_epoch))
+    total = epochs * math.ceil(n_train / BATCH_SIZE)
+    warmup = max(1, round(0.1 * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    generator = torch.Generator().manual_seed(seed)
+    return model, params, optimizer, scheduler, torch.Generator().manual_seed(seed), total
+
+
+def train_epoch(model, params, optimizer, scheduler, train_ids, train_labels, generator, device) -> float:
+    """One epoch of length-sorted batches (clipping at 1); returns its seconds."""
+    start = time.perf_counter()
+    for rows in batches(train_ids, generator):
+        x, mask = pad([train_ids[i] for i in rows], device)
+        loss = F.cross_entropy(model(x, mask), torch.tensor([train_labels[i] for i in rows], device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def train_one(strategy, lr, seed, data, device, tokenizer) -> dict:
+    (train_ids, train_labels), (val_ids, val_labels), (test_ids, test_labels) = data
+    model, params, optimizer, scheduler, generator, total = start_run(strategy, lr, seed, len(train_ids), EPOCHS, device)
     best, seconds, history = dict(val_accuracy=-1.0), 0.0, []
     for epoch in range(1, EPOCHS + 1):
-        start = time.perf_counter()
-        for rows in batches(train_ids, generator):
-            x, mask = pad([train_ids[i] for i in rows], device)
-            loss = F.cross_entropy(model(x, mask), torch.tensor([train_labels[i] for i in rows], device=device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds += time.perf_counter() - start
+        seconds += train_epoch(model, params, optimizer, scheduler, train_ids, train_labels, generator, device)
         val = accuracy(model, val_ids, val_labels, device)
         history.append(dict(epoch=epoch, val_accuracy=val, seconds=round(seconds, 1)))
         if val > best["val_accuracy"]:
@@ -284,15 +294,8 @@ def costs(strategy, device) -> dict:
 def forgetting_run(strategy, lr, seed, data, device, tokenizer) -> dict:
     """Part C: ``FORGET["epochs"]`` epochs on ``FORGET["n"]`` labels, no early stopping, measured every few epochs."""
     (train_ids, train_labels), (val_ids, val_labels) = data
-    seed_everything(seed)
-    model = build(strategy, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(train_ids) / BATCH_SIZE)
-    total = FORGET["epochs"] * steps_per_epoch
-    warmup = max(1, round(0.1 * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    generator = torch.Generator().manual_seed(seed)
+    model, params, optimizer, scheduler, generator, total = start_run(
+        strategy, lr, seed, len(train_ids), FORGET["epochs"], device)
     points, seconds = [], 0.0
 
     def measure(epoch):
@@ -304,16 +307,7 @@ def forgetting_run(strategy, lr, seed, data, device, tokenizer) -> dict:
 
     measure(0)
     for epoch in range(1, FORGET["epochs"] + 1):
-        start = time.perf_counter()
-        for rows in batches(train_ids, generator):
-            x, mask = pad([train_ids[i] for i in rows], device)
-            loss = F.cross_entropy(model(x, mask), torch.tensor([train_labels[i] for i in rows], device=device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-        seconds += time.perf_counter() - start
+        seconds += train_epoch(model, params, optimizer, scheduler, train_ids, train_labels, generator, device)
         if epoch % FORGET["every"] == 0:
             measure(epoch)
     last = points[-1]
