@@ -21,7 +21,7 @@ sideways within its layer, never upwards, never from the package root
 1. ``_version``, ``articles.defects``, ``articles.outline``, ``exercises.checking``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
 3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``, ``pretrained``, ``tokenization``, ``objectives``, ``lora``: numbers, data, files, clocks and settings, pretrained files, tokenizers, self-supervised objectives, low-rank adapters
-4. ``plotting``, ``g2p``, ``sentiment``, ``models``, ``training.losses``: what is shown, a task's data, the models package, the loss
+4. ``plotting``, ``g2p``, ``sentiment``, ``models``, ``training.losses``, ``layer_costs``: what is shown, a task's data, the models package, the loss, what a layer costs on a sequence
 5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
 6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``, ``exercises.learning``, ``exercises.convolution``, ``exercises.recurrent``, ``exercises.attention``, ``exercises.pretraining``: models built on blocks, probes of them, the engine's package, the exercises' checkers
 7. ``models.bert``, ``articles.replay``, ``exercises``: a pretrained encoder built of layer-6 encoder layers; reading, running and repairing the articles' code; the checkers' package
