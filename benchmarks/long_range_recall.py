@@ -8,18 +8,19 @@ distance ``L`` is the knob: it is the path length a recurrent network must carry
 the token along, the receptive field a convolution needs, and the size of the
 attention matrix.
 
-The families, each at about ``RecallConfig.target_params`` weights (15,000 on a CPU;
-the width is chosen to get closest; the counts are recorded):
+The families (``bigmodel_lib.models.sequence_classifiers``), each at about
+``RecallConfig.target_params`` weights (15,000 on a CPU; the width is chosen to
+get closest; the counts are recorded), all reading the last position:
 
-* ``rnn``, ``lstm``, ``gru``: PyTorch's ``nn.RNN`` (tanh), ``nn.LSTM`` (forget
-  gate bias 1, section 3.2) and ``nn.GRU`` over embeddings, a linear layer on
-  the last hidden state;
-* ``cnn``: a causal dilated 1-D convolution stack (kernel 2, dilations 1, 2, 4,
-  ..., residual connections, ReLU), enough layers to see ``max_distance + 1``
-  positions, read at the last position;
-* ``transformer``: pre-norm encoder layers of section 4.4 with a causal mask and
-  the sinusoidal encoding of section 4.3 (no learned positions, so the weights
-  do not grow with L), read at the last position.
+* ``rnn``, ``lstm``, ``gru``: ``RecurrentClassifier``, PyTorch's ``nn.RNN``
+  (tanh), ``nn.LSTM`` (forget gate bias 1, section 3.2) and ``nn.GRU`` over
+  embeddings of width 16;
+* ``cnn``: ``CausalConvClassifier``, causal dilated convolutions (kernel 2,
+  dilations 1, 2, 4, ..., residual connections, ReLU), enough layers to see
+  ``max_distance + 1`` positions;
+* ``transformer``: ``CausalTransformerClassifier``, 2 pre-norm encoder layers
+  of section 4.4 with a causal mask and the sinusoidal encoding of section 4.3
+  (no learned positions, so the weights do not grow with L).
 
 Training: fresh random sequences every step (no data is seen twice), AdamW at a
 constant learning rate after a 100-step warmup, gradient clipping at norm 1,
@@ -61,9 +62,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bigmodel_lib import seed_everything, time_call
-from bigmodel_lib.models.attention import causal_mask
-from bigmodel_lib.models.positional import PositionalEncoding
-from bigmodel_lib.models.transformer import EncoderLayer
+from bigmodel_lib.models.sequence_classifiers import (
+    CausalConvClassifier,
+    CausalTransformerClassifier,
+    RecurrentClassifier,
+)
 from bigmodel_lib.timing import synchronize
 
 VOCAB = 8
@@ -100,76 +103,19 @@ def recall_batch(n: int, distance: int, generator: torch.Generator) -> tuple[tor
     return x, x[:, 0].clone()
 
 
-class RecurrentReader(nn.Module):
-    """Embeddings, one recurrent layer (``nn.RNN``, ``nn.LSTM`` or ``nn.GRU``), a linear layer on the last state."""
-
-    def __init__(self, kind: str, hidden: int):
-        super().__init__()
-        cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
-        self.embed = nn.Embedding(VOCAB, EMBED)
-        self.rnn = cls(EMBED, hidden, batch_first=True)
-        if kind == "lstm":  # forget gate open at the start (section 3.2): gates are ordered i, f, g, o
-            with torch.no_grad():
-                self.rnn.bias_ih_l0[hidden: 2 * hidden] = 1.0
-                self.rnn.bias_hh_l0[hidden: 2 * hidden] = 0.0
-        self.head = nn.Linear(hidden, VOCAB)
-
-    def forward(self, x):  # (B, T) -> (B, VOCAB)
-        out, _ = self.rnn(self.embed(x))  # (B, T, H)
-        return self.head(out[:, -1])
-
-
-class CausalConvReader(nn.Module):
-    """Causal dilated convolutions (kernel 2, dilation 2^i in layer i) with residuals; reads the last position."""
-
-    def __init__(self, channels: int, layers: int):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, channels)
-        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, 2, dilation=2 ** i) for i in range(layers))
-        self.head = nn.Linear(channels, VOCAB)
-
-    def receptive_field(self) -> int:
-        return 1 + sum(c.dilation[0] for c in self.convs)  # kernel 2: each layer reaches dilation positions back
-
-    def forward(self, x):  # (B, T) -> (B, VOCAB)
-        h = self.embed(x).transpose(1, 2)  # (B, C, T)
-        for conv in self.convs:
-            h = h + F.relu(conv(F.pad(h, (conv.dilation[0], 0))))  # pad on the left only: causal
-        return self.head(h[:, :, -1])
-
-
-class TransformerReader(nn.Module):
-    """Sinusoidal positions, pre-norm encoder layers with a causal mask, final norm; reads the last position."""
-
-    def __init__(self, d_model: int, max_len: int, layers: int = 2, heads: int = 4):
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, d_model)
-        self.pos = PositionalEncoding(d_model, max_len=max_len)
-        self.layers = nn.ModuleList(EncoderLayer(d_model, heads, 4 * d_model, dropout=0.0, norm_first=True,
-                                                 fused_attention=True) for _ in range(layers))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, VOCAB)
-
-    def forward(self, x):  # (B, T) -> (B, VOCAB)
-        h = self.pos(self.embed(x) * math.sqrt(self.embed.embedding_dim))
-        mask = causal_mask(x.size(1), device=x.device)
-        for layer in self.layers:
-            h = layer(h, attn_mask=mask)
-        return self.head(self.norm(h[:, -1]))
-
-
 def conv_layers_for(max_distance: int) -> int:
     """Layers of kernel 2 and dilations 1, 2, 4, ... whose receptive field covers ``max_distance + 1`` positions."""
     return math.ceil(math.log2(max_distance + 1))
 
 
 def build(family: str, width: int) -> nn.Module:
+    """The family's model at the given width (hidden size, channels or d_model), classifying into VOCAB classes."""
     if family in ("rnn", "lstm", "gru"):
-        return RecurrentReader(family, width)
+        return RecurrentClassifier(family, VOCAB, VOCAB, EMBED, width)
     if family == "cnn":
-        return CausalConvReader(width, conv_layers_for(CONFIG.max_distance))
+        return CausalConvClassifier(VOCAB, VOCAB, width, conv_layers_for(CONFIG.max_distance))
     if family == "transformer":
-        return TransformerReader(width, max_len=CONFIG.max_distance + 1)
+        return CausalTransformerClassifier(VOCAB, VOCAB, width, max_len=CONFIG.max_distance + 1)
     raise ValueError(f"expected a family in {FAMILIES}, got {family!r}")
 
 

@@ -104,3 +104,24 @@ def test_validation_and_test_sequences_differ(bench):
     gen_val = bench.recall_batch(5, 16, torch.Generator().manual_seed(16 + 500_000))[0]
     assert not torch.equal(gen_test, gen_val)
     assert 0.0 <= bench.evaluate(model, 16, "validation", n=600) <= 1.0
+
+
+def test_the_shipped_results_are_complete_and_consistent_with_the_script(bench):
+    import json
+    from importlib.resources import files
+
+    data = json.loads(files("bigmodel_lib").joinpath("results/long_range_recall_cpu.json").read_text())
+    s = data["settings"]
+    assert s["target_params"] == bench.RecallConfig().target_params and s["max_distance"] == bench.CONFIG.max_distance
+    assert s["widths"] == {f: bench.matched_width(f) for f in bench.FAMILIES}
+    assert s["conv_layers"] == bench.conv_layers_for(s["max_distance"])
+    kept = {(r["family"], r["distance"], r["seed"]) for r in data["rows"] if r["lr_kept"]}
+    assert kept == {(f, d, seed) for f in bench.FAMILIES for d in s["distances"] for seed in s["seeds"]}
+    for r in data["rows"]:
+        assert r["parameters"] == bench.count(bench.build(r["family"], r["width"]))
+        assert r["lr"] in s["learning_rates"] and 1 <= r["steps"] <= s["steps"]
+        assert r["steps"] == (r["steps_to_target"] or s["steps"])  # stopped at the target, or ran the whole budget
+    for f in bench.FAMILIES:  # seed 0 tried both learning rates; the kept one had the better validation accuracy
+        for d in s["distances"]:
+            tried = [r for r in data["rows"] if (r["family"], r["distance"], r["seed"]) == (f, d, 0)]
+            assert len(tried) == 2 and max(tried, key=lambda r: (r["validation_accuracy"], -r["steps"]))["lr_kept"]

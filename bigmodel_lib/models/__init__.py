@@ -2,8 +2,9 @@
 and residual networks (``resnet``) (chapter 2), recurrent cells and networks
 (``rnn``), a character-level language model (``char_lstm``) and a forecaster
 (``forecaster``) (chapter 3), attention,
-positional encodings, the encoder-decoder Transformer and the GPT (chapter 4), and the BERT encoder
-that loads pretrained weights (``bert``, chapter 5).
+positional encodings, the encoder-decoder Transformer and the GPT (chapter 4), the BERT encoder
+that loads pretrained weights (``bert``, chapter 5), and a recurrent, a convolutional and a
+Transformer classifier of token sequences compared at matched sizes (``sequence_classifiers``, chapter 7).
 
 Import from the submodules, e.g. ``from bigmodel_lib.models.rnn import LSTM``.
 The source articles' models, corrected, are in :mod:`bigmodel_lib.articles`.
