@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from bigmodel_lib import get_device, seed_everything
 from bigmodel_lib.lora import add_lora, merge_lora
 from bigmodel_lib.memory import measure_peak_memory, training_state
+from bigmodel_lib.metrics import wilson_interval as wilson  # the name tests/test_*.py read
 from bigmodel_lib.models.bert import BertClassifier, BertEncoder, encode_sentences, init_bert_weights, load_minilm
 from bigmodel_lib.pretrained import SIMILARITY_PAIRS
 from bigmodel_lib.sentiment import load_tweets, split_tweets, stratified_nested_order
@@ -98,14 +99,6 @@ BATCH_SIZE = 32
 LORA = dict(r=8, alpha=16.0, targets=("w_q", "w_v"))
 LRS = {"full fine-tuning": (3e-5, 1e-4), "LoRA": (3e-4, 1e-3), "from scratch": (1e-4, 3e-4)}
 FORGET = dict(n=100, epochs=30, every=5, strategies=("full fine-tuning", "LoRA"))
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion correct / n."""
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 # ---------------------------------------------------------------- part A: linear classifiers

@@ -8,6 +8,8 @@ does, and not augmented (the same for every family).
 
 The families, each at about ``ImageConfig.target_params`` weights (50,000 on a CPU;
 the width is found by bisection on the parameter count; the counts are recorded).
+The models are the library's (``bigmodel_lib.models.image_classifiers``: ``ConvClassifier``,
+``RowRecurrentClassifier``, ``VisionTransformer``, ``PixelMLP``; section 7.3).
 Every model takes the same images, (B, 1, H, W):
 
 * ``cnn``: chapter 2's DCNN without its hidden fully connected layer: 3x3 convolution
@@ -95,7 +97,12 @@ from bigmodel_lib import (
 )
 from bigmodel_lib.devices import autocast
 from bigmodel_lib.memory import measure_peak_memory, training_state
-from bigmodel_lib.models.transformer import EncoderLayer
+from bigmodel_lib.models.image_classifiers import (
+    ConvClassifier,
+    PixelMLP,
+    RowRecurrentClassifier,
+    VisionTransformer,
+)
 
 FAMILIES = ("cnn", "lstm", "gru", "transformer", "mlp")
 DEFAULT_FAMILIES = ("cnn", "lstm", "transformer", "mlp")
@@ -187,109 +194,21 @@ def load_splits(config: ImageConfig | None = None) -> dict[str, TensorDataset]:
 # The families
 
 
-class ConvNet(nn.Module):
-    """Chapter 2's DCNN without fc1: two conv-ReLU-pool blocks (c, 2c channels) and a linear layer."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
-        self.fit = nn.AdaptiveAvgPool2d(7)  # the identity on 28 x 28 images; averages larger ones down to 7 x 7
-        self.fc = nn.Linear(2 * channels * 7 * 7, NUM_CLASSES)
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, 10)
-        x = self.pool(F.relu(self.conv1(x)))  # (B, c, H/2, W/2)
-        x = self.pool(F.relu(self.conv2(x)))  # (B, 2c, H/4, W/4)
-        return self.fc(self.fit(x).flatten(1))  # (B, 2c * 49) -> (B, 10)
-
-
-class RowReader(nn.Module):
-    """Reads an image row by row (chapter 3): T = H steps of I = W pixels, a linear layer on the last state."""
-
-    def __init__(self, kind: str, hidden: int, image_size: int = 28):
-        super().__init__()
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[kind](image_size, hidden, batch_first=True)
-        if kind == "lstm":  # forget gate open at the start (section 3.2): gates are ordered i, f, g, o
-            with torch.no_grad():
-                self.rnn.bias_ih_l0[hidden: 2 * hidden] = 1.0
-                self.rnn.bias_hh_l0[hidden: 2 * hidden] = 0.0
-        self.fc = nn.Linear(hidden, NUM_CLASSES)
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, 10)
-        out, _ = self.rnn(x[:, 0])  # rows as steps: (B, T=H, I=W) -> (B, T, hidden)
-        return self.fc(out[:, -1])
-
-
-class PatchEmbedding(nn.Module):
-    """Cut an image into non-overlapping p x p patches and embed each with one linear layer.
-
-    (B, 1, H, W) -> (B, N, d) with N = (H / p) * (W / p) patches in reading order (row by
-    row). The same computation as ``nn.Conv2d(1, d, p, stride=p)`` whose kernel is
-    ``proj.weight`` reshaped to (d, 1, p, p).
-    """
-
-    def __init__(self, patch_size: int, d_model: int, channels: int = 1):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Linear(channels * patch_size * patch_size, d_model)
-
-    def forward(self, x):
-        B, C, H, W = x.shape
-        p = self.patch_size
-        if H % p or W % p:
-            raise ValueError(f"expected an image side divisible by the patch size {p}, got shape {tuple(x.shape)}")
-        patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)  # (B, H/p, W/p, C, p, p)
-        return self.proj(patches.reshape(B, (H // p) * (W // p), C * p * p))  # (B, N, C p p) -> (B, N, d)
-
-
-class VisionTransformer(nn.Module):
-    """Patches as tokens, a class token, learned positions, pre-norm encoder layers, a final norm, a linear head."""
-
-    def __init__(self, d_model: int, patch_size: int = 7, image_size: int = 28, d_ff: int | None = None):
-        super().__init__()
-        tokens = (image_size // patch_size) ** 2
-        self.patch_embed = PatchEmbedding(patch_size, d_model)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
-        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens + 1, d_model))
-        self.layers = nn.ModuleList(EncoderLayer(d_model, VIT_HEADS, d_ff or 4 * d_model, dropout=0.0, norm_first=True,
-                                                 fused_attention=True) for _ in range(VIT_LAYERS))
-        self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, NUM_CLASSES)
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, 10)
-        h = self.patch_embed(x)  # (B, N, d)
-        h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1) + self.pos_embed  # (B, N + 1, d)
-        for layer in self.layers:
-            h = layer(h)
-        return self.head(self.norm(h[:, 0]))  # the class token's final state
-
-
-class PixelMLP(nn.Module):
-    """All pixels into one hidden ReLU layer, then 10 outputs: no notion of space or order."""
-
-    def __init__(self, hidden: int, image_size: int = 28):
-        super().__init__()
-        self.hidden = nn.Linear(image_size * image_size, hidden)
-        self.out = nn.Linear(hidden, NUM_CLASSES)
-
-    def forward(self, x):  # (B, 1, H, W) -> (B, 10)
-        return self.out(F.relu(self.hidden(x.flatten(1))))
-
-
 def build(family: str, width: int, image_size: int = 28, d_ff: int | None = None) -> nn.Module:
     """The family's model at ``width``: the CNN's first channels, the hidden size, or the ViT's d_model.
 
-    ``d_ff``: the ViT's feed-forward width (default ``4 * width``).
+    ``d_ff``: the ViT's feed-forward width (default ``4 * width``). The models are the library's
+    (``bigmodel_lib.models.image_classifiers``, section 7.3).
     """
     if family == "cnn":
-        return ConvNet(width)
+        return ConvClassifier(width, num_classes=NUM_CLASSES)
     if family in ("lstm", "gru"):
-        return RowReader(family, width, image_size)
+        return RowRecurrentClassifier(family, width, image_size, num_classes=NUM_CLASSES)
     if family == "transformer":
-        return VisionTransformer(width, CONFIG.patch_size, image_size, d_ff)
+        return VisionTransformer(width, CONFIG.patch_size, image_size, d_ff, num_classes=NUM_CLASSES,
+                                 num_layers=VIT_LAYERS, num_heads=VIT_HEADS)
     if family == "mlp":
-        return PixelMLP(width, image_size)
+        return PixelMLP(width, image_size, num_classes=NUM_CLASSES)
     raise ValueError(f"expected a family in {FAMILIES}, got {family!r}")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import time
@@ -42,18 +41,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from bigmodel_lib import seed_everything
+from bigmodel_lib.metrics import wilson_interval as wilson  # the name tests/test_*.py read
 from bigmodel_lib.models.bert import encode_sentences, load_minilm
 from bigmodel_lib.sentiment import load_tweets, split_tweets
 
 C_GRID = (0.25, 1.0, 4.0, 16.0, 64.0, 256.0)  # a first run with 0.25-16 chose 16 for the embeddings: widened
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion correct / n."""
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def fit_probe(name: str, x_train, y_train, x_val, y_val, x_test, y_test, extra_seconds: float = 0.0) -> dict:

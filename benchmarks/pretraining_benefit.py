@@ -74,6 +74,7 @@ from bigmodel_lib import get_device, seed_everything
 from bigmodel_lib.models.bert import BertClassifier, BertConfig, BertEncoder, MaskedLMHead, init_bert_weights
 from bigmodel_lib.objectives import IGNORE_INDEX, mask_tokens
 from bigmodel_lib.sentiment import load_tweets, split_tweets, stratified_nested_order
+from bigmodel_lib.tokenization import train_bpe_tokenizer
 from bigmodel_lib.training.config import warmup_cosine
 
 VOCAB_SIZE = 8000
@@ -86,18 +87,7 @@ VAL_SELECT = 1000  # validation tweets (the split's first, in its seeded order) 
 
 
 # ---------------------------------------------------------------- tokenizer and tensors
-
-
-def train_tokenizer(texts: list[str], vocab_size: int = VOCAB_SIZE):
-    """A lower-casing BPE ``tokenizers.Tokenizer`` learned on ``texts``, without an end-of-word suffix."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer)
-    return tokenizer
+# The tokenizer is bigmodel_lib.tokenization.train_bpe_tokenizer(texts, VOCAB_SIZE, SPECIALS).
 
 
 def encode(tokenizer, texts: list[str], max_len: int = MAX_LEN) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,8 +275,9 @@ def run(sizes, seeds, lrs, pretrain_steps, log_every, min_steps, max_steps, devi
     """The whole experiment; ``save(results)`` (if given) is called after pretraining and after every row."""
     tweets = load_tweets()
     train, val, test = split_tweets(tweets, (0.8, 0.1, 0.1), seed=0)
-    tokenizer = train_tokenizer(train.texts)
-    assert tokenizer.to_str() == train_tokenizer(train.texts).to_str(), "the BPE training is not deterministic"
+    tokenizer = train_bpe_tokenizer(train.texts, VOCAB_SIZE, SPECIALS)
+    again = train_bpe_tokenizer(train.texts, VOCAB_SIZE, SPECIALS)
+    assert tokenizer.to_str() == again.to_str(), "the BPE training is not deterministic"
     assert tokenizer.token_to_id("[PAD]") == 0 and tokenizer.token_to_id("[MASK]") == 2
     data = {}
     for name, part in (("train", train), ("val", val), ("test", test)):

@@ -2,13 +2,14 @@
 
 The data is chapter 5's (``bigmodel_lib.sentiment``: negative, neutral, positive;
 ``split_tweets(load_tweets(), (0.8, 0.1, 0.1), seed=0)``: 27,838 / 3,479 / 3,479 tweets). The tokenizer
-is chapter 5's too: ``train_tokenizer`` of ``benchmarks/pretraining_benefit.py`` (lower-casing BPE of
+is chapter 5's too: ``bigmodel_lib.tokenization.train_bpe_tokenizer`` (lower-casing BPE of
 ``tokenizers``, learned on the TRAINING tweets only), with ``TextConfig.vocab_size`` = 8,000 tokens; ``[PAD]``
 is id 0. Tweets are cut at ``max_len`` tokens (the mean is 27; the results record how many are cut).
 
-Every family has the same embedding table (vocab_size x ``embed``, PyTorch's N(0, 1) initialisation,
-the ``[PAD]`` row zero), so that the matching is on the rest, the **body**, which includes the linear
-classifier: each family's width is chosen by bisection so that its body has the count closest to
+The four families are ``bigmodel_lib.models.text_classifiers``' (section 7.4); ``build`` makes them from
+the configuration. Every family has the same embedding table (vocab_size x ``embed``, PyTorch's N(0, 1)
+initialisation, the ``[PAD]`` row zero), so that the matching is on the rest, the **body**, which includes
+the linear classifier: each family's width is chosen by bisection so that its body has the count closest to
 ``target_body`` (the counts are recorded):
 
 * ``cnn``: Kim (2014). Parallel 1-D convolutions of widths 3, 4 and 5, ``width`` filters each, run
@@ -77,24 +78,26 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bigmodel_lib import Stopwatch, TrainConfig, Trainer, count_parameters, seed_everything, time_call
 from bigmodel_lib.memory import measure_peak_memory, training_state
-from bigmodel_lib.metrics import confusion_matrix
-from bigmodel_lib.models.positional import PositionalEncoding
-from bigmodel_lib.models.transformer import EncoderLayer
+from bigmodel_lib.metrics import confusion_matrix, wilson_interval
+from bigmodel_lib.models.text_classifiers import (
+    BagOfEmbeddings,
+    BiLSTMClassifier,
+    KimCNN,
+    TextClassifier,
+    TransformerEncoderClassifier,
+)
 from bigmodel_lib.sentiment import load_tweets, split_tweets, stratified_nested_order
+from bigmodel_lib.tokenization import train_bpe_tokenizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # chapter 5's tokenizer, exactly as it was trained there
-from pretraining_benefit import SPECIALS, train_tokenizer  # noqa: E402
-
+SPECIALS = ("[PAD]", "[UNK]", "[MASK]")  # chapter 5's special tokens, train_bpe_tokenizer's default: ids 0, 1, 2
 PAD = SPECIALS.index("[PAD]")  # 0
 UNK = SPECIALS.index("[UNK]")
 NUM_CLASSES = 3
@@ -135,101 +138,20 @@ CONFIG = TextConfig()  # main() replaces it with TextConfig.gpu() when run with 
 # ---------------------------------------------------------------- the four families
 
 
-def _check_ids(ids: torch.Tensor) -> torch.Tensor:
-    """The lengths (B,) of a (B, T) batch of token ids padded with ``PAD`` at the end."""
-    if ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
-        raise ValueError(f"expected token ids of shape (B, T) and an integer dtype, got shape {tuple(ids.shape)} "
-                         f"and dtype {ids.dtype}")
-    lengths = (ids != PAD).sum(1)  # (B,)
-    if (lengths == 0).any():
-        raise ValueError("expected at least one token that is not [PAD] (id 0) in every sequence, got an empty one")
-    return lengths
-
-
-def _masked_mean(h: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """(B, T, C) -> (B, C): the mean over the positions where ``real`` (B, T) is True."""
-    return (h * real[..., None]).sum(1) / real.sum(1, keepdim=True)
-
-
-class TextClassifier(nn.Module):
-    """The shared parts: the embedding table (the ``[PAD]`` row stays zero), dropout and a linear classifier."""
-
-    def __init__(self, features: int):
-        super().__init__()
-        self.embed = nn.Embedding(CONFIG.vocab_size, CONFIG.embed, padding_idx=PAD)
-        self.dropout = nn.Dropout(CONFIG.dropout)
-        self.head = nn.Linear(features, NUM_CLASSES)
-
-    def pool(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, 3)
-        return self.head(self.dropout(self.pool(ids, _check_ids(ids))))
-
-
-class Bag(TextClassifier):
-    def __init__(self, width: int = 0):
-        super().__init__(CONFIG.embed)
-
-    def pool(self, ids, lengths):
-        return _masked_mean(self.embed(ids), ids != PAD)  # (B, E)
-
-
-class KimCNN(TextClassifier):
-    def __init__(self, width: int):
-        super().__init__(len(CONV_WIDTHS) * width)
-        self.convs = nn.ModuleList(nn.Conv1d(CONFIG.embed, width, k, padding=k - 1) for k in CONV_WIDTHS)
-
-    def pool(self, ids, lengths):
-        x = self.embed(ids).transpose(1, 2)  # (B, E, T); [PAD] embeds to zeros, like the convolution's own padding
-        pooled = []
-        for conv, k in zip(self.convs, CONV_WIDTHS):
-            h = conv(x)  # (B, F, T + k - 1): window j reads positions j - k + 1 .. j
-            empty = torch.arange(h.size(-1), device=ids.device)[None, :] >= (lengths + k - 1)[:, None]  # (B, T+k-1)
-            h = h.masked_fill(empty[:, None, :], float("-inf"))  # windows of padding alone never win the max
-            pooled.append(F.relu(h.amax(-1)))  # (B, F); max then ReLU = ReLU then max, on fewer numbers
-        return torch.cat(pooled, 1)  # (B, 3F)
-
-
-class BiLSTM(TextClassifier):
-    def __init__(self, width: int):
-        super().__init__(2 * width)
-        self.lstm = nn.LSTM(CONFIG.embed, width, batch_first=True, bidirectional=True)
-        with torch.no_grad():  # forget gates open at the start (section 3.2); gates are ordered i, f, g, o
-            for suffix in ("l0", "l0_reverse"):
-                getattr(self.lstm, f"bias_ih_{suffix}")[width: 2 * width] = 1.0
-                getattr(self.lstm, f"bias_hh_{suffix}")[width: 2 * width] = 0.0
-
-    def pool(self, ids, lengths):
-        packed = pack_padded_sequence(self.embed(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=ids.size(1))  # (B, T, 2H)
-        return _masked_mean(out, ids != PAD)  # (B, 2H)
-
-
-class EncoderClassifier(TextClassifier):
-    def __init__(self, width: int):
-        super().__init__(CONFIG.embed)
-        self.positions = PositionalEncoding(CONFIG.embed, max_len=max(CONFIG.max_len, *CONFIG.scaling_lengths))
-        self.layers = nn.ModuleList(EncoderLayer(CONFIG.embed, CONFIG.heads, width, dropout=CONFIG.dropout,
-                                                 norm_first=True, fused_attention=True)
-                                    for _ in range(CONFIG.layers))
-        self.norm = nn.LayerNorm(CONFIG.embed)
-
-    def pool(self, ids, lengths):
-        padding = ids == PAD  # (B, T), True = padding
-        h = self.positions(self.embed(ids))  # (B, T, E); N(0, 1) embeddings need no sqrt(E) scaling
-        for layer in self.layers:
-            h = layer(h, key_padding_mask=padding)
-        return _masked_mean(self.norm(h), ~padding)  # (B, E)
-
-
-CLASSES = {"bag": Bag, "cnn": KimCNN, "lstm": BiLSTM, "transformer": EncoderClassifier}
-
-
 def build(family: str, width: int) -> TextClassifier:
-    if family not in CLASSES:
-        raise ValueError(f"expected a family in {FAMILIES}, got {family!r}")
-    return CLASSES[family](width)
+    """The family's model of ``bigmodel_lib.models.text_classifiers`` at ``width`` and the configuration's sizes."""
+    c = CONFIG
+    shared = dict(num_classes=NUM_CLASSES, dropout=c.dropout, pad_id=PAD)
+    if family == "bag":
+        return BagOfEmbeddings(c.vocab_size, c.embed, **shared)
+    if family == "cnn":
+        return KimCNN(c.vocab_size, c.embed, width, kernel_sizes=CONV_WIDTHS, **shared)
+    if family == "lstm":
+        return BiLSTMClassifier(c.vocab_size, c.embed, width, **shared)
+    if family == "transformer":
+        return TransformerEncoderClassifier(c.vocab_size, c.embed, width, num_layers=c.layers, num_heads=c.heads,
+                                            max_len=max(c.max_len, *c.scaling_lengths), **shared)
+    raise ValueError(f"expected a family in {FAMILIES}, got {family!r}")
 
 
 def body_parameters(model: TextClassifier) -> int:
@@ -330,7 +252,7 @@ def load_data(limit: int | None = None) -> tuple[dict[str, Encoded], dict]:
     train, val, test = split_tweets(load_tweets(), (0.8, 0.1, 0.1), seed=0)
     if limit is not None:
         train = train.subset(stratified_nested_order(train.labels, 0)[:limit])
-    tokenizer = train_tokenizer(list(train.texts), CONFIG.vocab_size)
+    tokenizer = train_bpe_tokenizer(list(train.texts), CONFIG.vocab_size, SPECIALS)
     data = {name: encode(tokenizer, split, CONFIG.max_len) for name, split in (("train", train), ("val", val),
                                                                                 ("test", test))}
     stats = {name: dict(tweets=len(d.labels), mean_tokens=round(d.full_lengths.float().mean().item(), 2),
@@ -360,14 +282,6 @@ class BestEpochTrainer(Trainer):
         return result
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion correct / n (as chapter 5's benchmarks)."""
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def held_out_metrics(trainer: Trainer, data: Encoded) -> dict:
     outputs, targets = trainer.predict(loader(data))
     cm = confusion_matrix(outputs.argmax(-1), targets, NUM_CLASSES).double()  # (true, predicted)
@@ -375,7 +289,7 @@ def held_out_metrics(trainer: Trainer, data: Encoded) -> dict:
     recall = cm.diag() / cm.sum(1).clamp(min=1)
     precision = cm.diag() / cm.sum(0).clamp(min=1)
     f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
-    return dict(test_accuracy=correct / n, ci95=[round(v, 4) for v in wilson(correct, n)],
+    return dict(test_accuracy=correct / n, ci95=[round(v, 4) for v in wilson_interval(correct, n)],
                 macro_f1=round(f1.mean().item(), 4), macro_recall=round(recall.mean().item(), 4))
 
 

@@ -20,11 +20,11 @@ sideways within its layer, never upwards, never from the package root
 
 1. ``_version``, ``articles.defects``, ``articles.outline``, ``exercises.checking``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
-3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``, ``pretrained``, ``tokenization``, ``objectives``, ``lora``: numbers, data, files, clocks and settings, pretrained files, tokenizers, self-supervised objectives, low-rank adapters
+3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``, ``pretrained``, ``tokenization``, ``objectives``, ``lora``, ``quantization``: numbers, data, files, clocks and settings, pretrained files, tokenizers, self-supervised objectives, low-rank adapters, 8-bit weights
 4. ``plotting``, ``g2p``, ``sentiment``, ``models``, ``training.losses``, ``layer_costs``: what is shown, a task's data, the models package, the loss, what a layer costs on a sequence
-5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
-6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``, ``exercises.learning``, ``exercises.convolution``, ``exercises.recurrent``, ``exercises.attention``, ``exercises.pretraining``: models built on blocks, probes of them, the engine's package, the exercises' checkers
-7. ``models.bert``, ``models.sequence_classifiers``, ``articles.replay``, ``exercises``: a pretrained encoder and sequence classifiers built of layer-6 encoder layers; reading, running and repairing the articles' code; the checkers' package
+5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.conv_lm``, ``models.forecaster``, ``training.trainer``: building blocks, small models and the engine
+6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``, ``exercises.learning``, ``exercises.convolution``, ``exercises.recurrent``, ``exercises.attention``, ``exercises.pretraining``, ``exercises.choosing``: models built on blocks, probes of them, the engine's package, the exercises' checkers
+7. ``models.bert``, ``models.sequence_classifiers``, ``models.image_classifiers``, ``models.text_classifiers``, ``articles.replay``, ``exercises``: a pretrained encoder, and sequence, image and text classifiers built of layer-6 encoder layers; reading, running and repairing the articles' code; the checkers' package
 8. ``articles``: the articles' package, which re-exports its modules
 9. the package root (this file), which re-exports what two or more chapters use
 """

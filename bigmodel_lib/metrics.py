@@ -1,6 +1,7 @@
 """Metrics and counting: how good a model is, how big it is, and how much it computes.
 
-* Quality: :func:`accuracy`, :func:`perplexity`, :func:`confusion_matrix`, and the
+* Quality: :func:`accuracy`, :func:`perplexity`, :func:`confusion_matrix`, the
+  95% interval of an accuracy measured on a test set (:func:`wilson_interval`), and the
   edit-distance error rates for sequence outputs (:func:`token_error_rate`,
   :func:`sequence_error_rate`).
 * Size: :func:`count_parameters` and :func:`count_parameters_by_module`.
@@ -26,6 +27,7 @@ __all__ = [
     "IGNORE_INDEX",
     "accuracy",
     "perplexity",
+    "wilson_interval",
     "edit_distance",
     "token_error_rate",
     "sequence_error_rate",
@@ -168,6 +170,25 @@ def confusion_matrix(predictions: torch.Tensor, targets: torch.Tensor, num_class
     check_class_indices(predictions, num_classes, "confusion_matrix", "predictions")
     counts = torch.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (low, high) of a proportion ``correct / n``; 95% for ``z = 1.96``.
+
+    What the test set's sampling alone leaves uncertain about an accuracy (Wilson, 1927):
+    unlike ``p +- z sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not empty at
+    ``p = 0`` or 1. Seeds, data order and tuning add their own spread on top. The same
+    formula chapter 5 computes by hand. Raises ValueError unless ``n > 0`` and ``0 <=
+    correct <= n``.
+
+    Introduced in §7.4.
+    """
+    if not n > 0 or not 0 <= correct <= n:
+        raise ValueError(f"wilson_interval: expected n > 0 and 0 <= correct <= n, got correct={correct}, n={n}")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@
   :func:`bpe_tokenize_text` does a whole text.
 * :func:`bpe_tokenizer` -- a ``tokenizers.Tokenizer`` with our merges, to check that our
   tokenization is the library's.
+* :func:`train_bpe_tokenizer` -- the tokenizer of chapter 5's tweets at scale: ``tokenizers``'
+  ``BpeTrainer``, lower-casing, with the special tokens ``[PAD]``, ``[UNK]``, ``[MASK]``.
 
 Convention (the one of Sennrich's code and of ``tokenizers``' ``end_of_word_suffix``): a word
 starts as its characters, the last one carrying the end-of-word marker ``</w>``, so ``"low"`` is
@@ -26,7 +28,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["split_words", "train_bpe", "bpe_tokenize", "bpe_tokenize_text", "bpe_tokenizer"]
+__all__ = ["split_words", "train_bpe", "bpe_tokenize", "bpe_tokenize_text", "bpe_tokenizer", "train_bpe_tokenizer"]
 
 END_OF_WORD = "</w>"  # the marker on a word's last character (Sennrich et al.'s, and tokenizers' end_of_word_suffix)
 _WORD_PATTERN = re.compile(r"\w+|[^\w\s]+")
@@ -270,4 +272,34 @@ def bpe_tokenizer(
     model = models.BPE(vocab, [tuple(m) for m in merges], unk_token=unk_token, **suffix)
     tokenizer = Tokenizer(model)
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tokenizer
+
+
+def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int,
+                        special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[MASK]")):
+    """A lower-casing BPE ``tokenizers.Tokenizer`` of ``vocab_size`` tokens learned on ``texts``.
+
+    NFKC then lower-casing, the ``Whitespace`` split of :func:`split_words`, and
+    ``BpeTrainer`` without an end-of-word marker (so its merges are :func:`train_bpe`'s);
+    ``special_tokens`` get ids 0, 1, ... in order, so by default ``[PAD]`` is 0, ``[UNK]``
+    1 and ``[MASK]`` 2. The recipe of chapter 5's pretraining (§5.4); training twice on
+    the same texts gives the same tokenizer. Raises ValueError for an empty ``texts``, a
+    ``vocab_size`` not above the number of special tokens, or special tokens without
+    ``[UNK]``.
+
+    Introduced in §7.4.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    specials = list(special_tokens)
+    if isinstance(texts, str) or not len(texts):
+        raise ValueError(f"expected a non-empty sequence of texts, got {type(texts).__name__} of length {len(texts)}")
+    if vocab_size <= len(specials) or "[UNK]" not in specials:
+        raise ValueError(f"expected vocab_size above the {len(specials)} special tokens and [UNK] among them, got "
+                         f"vocab_size={vocab_size} and special_tokens={specials}")
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
     return tokenizer

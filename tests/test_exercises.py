@@ -16,6 +16,28 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_exercises_choosing import (
+    causal_conv_chapter,
+    causal_conv_cut,
+    causal_conv_einsum,
+    causal_conv_library,
+    int8_linear_chapter,
+    int8_linear_integers,
+    int8_linear_library,
+    learner_by_columns,
+    learner_channels_last,
+    learner_forgot_zero_point,
+    learner_no_rounding,
+    learner_reversed_taps,
+    learner_symmetric_padding,
+    learner_taps_adjacent,
+    learner_uint8_range,
+    learner_view_only,
+    patch_embedding_library,
+    patch_embedding_loops,
+    patch_embedding_reshape,
+    patch_embedding_unfold,
+)
 from torch.testing import assert_close
 
 from bigmodel_lib.exercises import (
@@ -24,21 +46,25 @@ from bigmodel_lib.exercises import (
     check_adamw_step,
     check_attention,
     check_bert_masking,
+    check_causal_conv1d,
     check_causal_mask,
     check_clip_grad_norm,
     check_conv2d,
     check_conv_output_size,
     check_cross_entropy,
     check_gru_cell,
+    check_int8_linear,
     check_layer_norm,
     check_lstm_cell,
     check_max_pool2d,
     check_mean_pooling,
     check_pair_counts,
+    check_patch_embedding,
     check_positional_encoding,
     check_softmax,
 )
 from bigmodel_lib.exercises import attention as attention_checks
+from bigmodel_lib.exercises import choosing as choosing_checks
 from bigmodel_lib.exercises import convolution as convolution_checks
 from bigmodel_lib.exercises import learning as learning_checks
 from bigmodel_lib.exercises import pretraining as pretraining_checks
@@ -470,6 +496,10 @@ CORRECT = {
     check_bert_masking: [bert_mask_indexing, bert_mask_where, bert_mask_loops],
     check_mean_pooling: [mean_pooling_sentence_transformers, mean_pooling_chapter, mean_pooling_einsum,
                          mean_pooling_loop],
+    check_patch_embedding: [patch_embedding_reshape, patch_embedding_unfold, patch_embedding_loops,
+                            patch_embedding_library],
+    check_causal_conv1d: [causal_conv_chapter, causal_conv_cut, causal_conv_einsum, causal_conv_library],
+    check_int8_linear: [int8_linear_chapter, int8_linear_integers, int8_linear_library],
 }
 
 
@@ -508,6 +538,9 @@ MUTANTS = {
     check_pair_counts: pretraining_checks.PAIR_COUNTS_MUTANTS,
     check_bert_masking: pretraining_checks.MASKING_MUTANTS,
     check_mean_pooling: pretraining_checks.MEAN_POOLING_MUTANTS,
+    check_patch_embedding: choosing_checks.PATCH_EMBEDDING_MUTANTS,
+    check_causal_conv1d: choosing_checks.CAUSAL_CONV_MUTANTS,
+    check_int8_linear: choosing_checks.INT8_LINEAR_MUTANTS,
 }
 
 
@@ -871,6 +904,15 @@ LEARNER_MISTAKES = [
     (check_mean_pooling, pooling_divided_by_length, "divided by T"),
     (check_mean_pooling, pooling_normalised, "separate step"),
     (check_mean_pooling, pooling_no_feature_axis, "feature axis"),
+    (check_patch_embedding, learner_by_columns, "column order"),
+    (check_patch_embedding, learner_view_only, "consecutive pixels"),
+    (check_patch_embedding, learner_channels_last, "channels come last"),
+    (check_causal_conv1d, learner_symmetric_padding, "splits the (k - 1) d zeros"),
+    (check_causal_conv1d, learner_taps_adjacent, "the taps are 1 apart"),
+    (check_causal_conv1d, learner_reversed_taps, "the kernel is reversed"),
+    (check_int8_linear, learner_forgot_zero_point, "still holds the zero point"),
+    (check_int8_linear, learner_no_rounding, "float32 layer"),
+    (check_int8_linear, learner_uint8_range, "255 levels"),
 ]
 
 
@@ -1051,7 +1093,8 @@ def test_each_checker_names_a_section_its_chapter_has():
     chapters = {check_softmax: 1, check_cross_entropy: 1, check_adamw_step: 1, check_conv2d: 2, check_max_pool2d: 2,
                 check_conv_output_size: 2, check_clip_grad_norm: 3, check_lstm_cell: 3, check_gru_cell: 3,
                 check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4,
-                check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5}
+                check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5, check_patch_embedding: 7,
+                check_causal_conv1d: 7, check_int8_linear: 7}
     assert set(chapters) == set(CORRECT)
     for check, chapter in [*chapters.items(), (CheckResult, 1)]:
         last = inspect.getdoc(check).splitlines()[-1]

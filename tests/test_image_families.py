@@ -1,5 +1,6 @@
 """benchmarks/image_families.py (chapter 7's image task) on tiny inputs: the split, the matched sizes,
-the ViT's patch embedding, the FLOP counts, and one short run of every family."""
+the ViT's patch embedding, the FLOP counts, and one short run of every family. The models themselves are
+tested in tests/test_image_classifiers.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch.testing import assert_close
 from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
+from bigmodel_lib.models.image_classifiers import PatchEmbedding
 from bigmodel_lib.models.rnn import LSTM, GRUCell
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -80,9 +82,9 @@ def test_an_unknown_family_is_refused(bench):
         bench.build("mamba", 8)
 
 
-def test_the_patch_embedding_is_a_strided_convolution_with_the_same_weights(bench):
+def test_the_patch_embedding_is_a_strided_convolution_with_the_same_weights():
     torch.manual_seed(0)
-    embed = bench.PatchEmbedding(patch_size=7, d_model=12)
+    embed = PatchEmbedding(patch_size=7, d_model=12)
     x = torch.randn(3, 1, 28, 28)
     conv = F.conv2d(x, embed.proj.weight.view(12, 1, 7, 7), embed.proj.bias, stride=7)  # (3, 12, 4, 4)
     assert_close(embed(x), conv.flatten(2).transpose(1, 2))  # (3, 16, 12): patches in reading order

@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # conda-forge names that differ from PyPI names.
-CONDA_TO_PYPI = {"pytorch": "torch"}
+CONDA_TO_PYPI = {"pytorch": "torch", "arch-py": "arch"}
 # Entries of environment.yml that are the environment itself, not a dependency.
 CONDA_ONLY = {"python", "pip"}
 # Extras that environment.yml leaves out on purpose: `instructor` (otter-grader) goes into its own

@@ -11,6 +11,7 @@ import torch
 
 from bigmodel_lib.models.bert import BertClassifier, MaskedLMHead
 from bigmodel_lib.sentiment import stratified_nested_order
+from bigmodel_lib.tokenization import train_bpe_tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -44,8 +45,8 @@ def test_the_fine_tuning_budget_rule(bench):
 
 def test_the_tokenizer_is_deterministic_and_encode_pads_and_truncates(bench):
     texts = ["the flight was late again", "great service, thanks!", "neutral news about the weather"] * 20
-    tokenizer = bench.train_tokenizer(texts, vocab_size=120)
-    assert tokenizer.to_str() == bench.train_tokenizer(texts, vocab_size=120).to_str()
+    tokenizer = train_bpe_tokenizer(texts, 120, bench.SPECIALS)
+    assert tokenizer.to_str() == train_bpe_tokenizer(texts, 120, bench.SPECIALS).to_str()
     assert [tokenizer.token_to_id(t) for t in bench.SPECIALS] == [0, 1, 2]
     ids, lengths = bench.encode(tokenizer, ["The flight", "", "late " * 100], max_len=8)
     assert ids.shape == (3, 8) and lengths.tolist() == [2, 1, 8]

@@ -32,6 +32,7 @@ The checkers, by chapter:
 - chapter 4: ``check_attention``, ``check_causal_mask``, ``check_positional_encoding``,
   ``check_layer_norm``
 - chapter 5: ``check_pair_counts``, ``check_bert_masking``, ``check_mean_pooling``
+- chapter 7: ``check_patch_embedding``, ``check_causal_conv1d``, ``check_int8_linear``
 
 ``CHECKERS`` maps each exercise's name (``"softmax"``) to its checker.
 """
@@ -45,6 +46,7 @@ from bigmodel_lib.exercises.attention import (
     check_positional_encoding,
 )
 from bigmodel_lib.exercises.checking import CheckResult as CheckResult  # re-exported
+from bigmodel_lib.exercises.choosing import check_causal_conv1d, check_int8_linear, check_patch_embedding
 from bigmodel_lib.exercises.convolution import check_conv2d, check_conv_output_size, check_max_pool2d
 from bigmodel_lib.exercises.learning import check_adamw_step, check_cross_entropy, check_softmax
 from bigmodel_lib.exercises.pretraining import check_bert_masking, check_mean_pooling, check_pair_counts
@@ -71,6 +73,9 @@ __all__ = [
     "check_pair_counts",
     "check_bert_masking",
     "check_mean_pooling",
+    "check_patch_embedding",
+    "check_causal_conv1d",
+    "check_int8_linear",
 ]
 
 CHECKERS = {
@@ -90,4 +95,7 @@ CHECKERS = {
     "pair_counts": check_pair_counts,
     "bert_masking": check_bert_masking,
     "mean_pooling": check_mean_pooling,
+    "patch_embedding": check_patch_embedding,
+    "causal_conv1d": check_causal_conv1d,
+    "int8_linear": check_int8_linear,
 }
