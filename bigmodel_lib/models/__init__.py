@@ -7,8 +7,8 @@ that loads pretrained weights (``bert``, chapter 5), and a recurrent, a convolut
 Transformer classifier of token sequences compared at matched sizes (``sequence_classifiers``, chapter 7),
 four classifiers of images, a CNN, a row-by-row LSTM, a Vision Transformer and an MLP (``image_classifiers``,
 chapter 7), and four classifiers of whole texts, a bag of embeddings, a Kim CNN, a BiLSTM and a Transformer
-encoder (``text_classifiers``, chapter 7), and a causal dilated convolutional language model (``conv_lm``,
-chapter 7).
+encoder (``text_classifiers``, chapter 7), a causal dilated convolutional language model (``conv_lm``,
+chapter 7), and an LSTM that forecasts tomorrow's variance of returns (``volatility``, chapter 6).
 
 Import from the submodules, e.g. ``from bigmodel_lib.models.rnn import LSTM``.
 The source articles' models, corrected, are in :mod:`bigmodel_lib.articles`.
