@@ -8,6 +8,8 @@ matches. See ``bigmodel_lib.exercises`` for the result they return.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -141,56 +143,37 @@ def _int8_cases() -> list[Case]:
     ]
 
 
-def _int8_reference(x, weight, bias):
+def _int8_weights(weight):
+    """Symmetric per-tensor int8 weights: (q_W, s_W)."""
     s_w = weight.abs().max() / 127.5
-    q_w = torch.clamp(torch.round(weight / s_w), -128, 127)
-    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
-    s_x = (hi - lo) / 127
+    return torch.clamp(torch.round(weight / s_w), -128, 127), s_w
+
+
+def _int8_linear(x, weight, bias, levels=127, widen=True, subtract_zero=True):
+    """The reference with its defaults; each keyword switched off or changed is one modelled mistake."""
+    q_w, s_w = _int8_weights(weight)
+    lo, hi = (x.min().clamp(max=0), x.max().clamp(min=0)) if widen else (x.min(), x.max())
+    s_x = (hi - lo) / levels
     z = torch.round(-lo / s_x)
-    q_x = torch.clamp(torch.round(x / s_x) + z, 0, 127)
-    y = s_x * s_w * ((q_x - z) @ q_w.T)
+    q_x = torch.clamp(torch.round(x / s_x) + z, 0, levels)
+    y = s_x * s_w * (((q_x - z) if subtract_zero else q_x) @ q_w.T)
     return y if bias is None else y + bias
 
 
+def _int8_reference(x, weight, bias):
+    return _int8_linear(x, weight, bias)
+
+
 def _int8_symmetric_activations(x, weight, bias):
-    s_w = weight.abs().max() / 127.5
-    q_w = torch.clamp(torch.round(weight / s_w), -128, 127)
+    q_w, s_w = _int8_weights(weight)
     s_x = x.abs().max() / 127
     y = s_x * s_w * (torch.clamp(torch.round(x / s_x), -128, 127) @ q_w.T)
     return y if bias is None else y + bias
 
 
-def _int8_not_widened(x, weight, bias):
-    s_w = weight.abs().max() / 127.5
-    q_w = torch.clamp(torch.round(weight / s_w), -128, 127)
-    lo, hi = x.min(), x.max()
-    s_x = (hi - lo) / 127
-    z = torch.round(-lo / s_x)
-    q_x = torch.clamp(torch.round(x / s_x) + z, 0, 127)
-    y = s_x * s_w * ((q_x - z) @ q_w.T)
-    return y if bias is None else y + bias
-
-
-def _int8_zero_point_kept(x, weight, bias):
-    s_w = weight.abs().max() / 127.5
-    q_w = torch.clamp(torch.round(weight / s_w), -128, 127)
-    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
-    s_x = (hi - lo) / 127
-    z = torch.round(-lo / s_x)
-    q_x = torch.clamp(torch.round(x / s_x) + z, 0, 127)
-    y = s_x * s_w * (q_x @ q_w.T)
-    return y if bias is None else y + bias
-
-
-def _int8_255_levels(x, weight, bias):
-    s_w = weight.abs().max() / 127.5
-    q_w = torch.clamp(torch.round(weight / s_w), -128, 127)
-    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
-    s_x = (hi - lo) / 255
-    z = torch.round(-lo / s_x)
-    q_x = torch.clamp(torch.round(x / s_x) + z, 0, 255)
-    y = s_x * s_w * ((q_x - z) @ q_w.T)
-    return y if bias is None else y + bias
+_int8_not_widened = partial(_int8_linear, widen=False)
+_int8_zero_point_kept = partial(_int8_linear, subtract_zero=False)
+_int8_255_levels = partial(_int8_linear, levels=255)
 
 
 def _int8_bias_quantized(x, weight, bias):
