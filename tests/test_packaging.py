@@ -132,7 +132,8 @@ def test_the_wheel_carries_every_module_and_the_measured_results(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         str(p.relative_to(ROOT)).replace("\\", "/")
-        for pattern in ("bigmodel_lib/**/*.py", "bigmodel_lib/results/*.json", "bigmodel_lib/articles/listings/*.txt")
+        for pattern in ("bigmodel_lib/**/*.py", "bigmodel_lib/results/*.json", "bigmodel_lib/articles/listings/*.txt",
+                        "bigmodel_lib/speech_data/*")
         for p in ROOT.glob(pattern)
     }
     assert expected and expected <= names, sorted(expected - names)
