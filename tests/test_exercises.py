@@ -16,6 +16,27 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from test_exercises_applications import (
+    box_iou_chapter,
+    box_iou_loops,
+    box_iou_torchvision,
+    box_iou_unbound,
+    learner_iou_sum,
+    learner_iou_unclamped,
+    learner_iou_voc,
+    learner_sampling_multiplies,
+    learner_sampling_scatter,
+    learner_sampling_zero_filled,
+    learner_whisper_ln,
+    learner_whisper_per_frame,
+    learner_whisper_precedence,
+    sampling_chapter,
+    sampling_sorted,
+    sampling_transformers,
+    whisper_scale_chapter,
+    whisper_scale_decibels,
+    whisper_scale_numpy,
+)
 from test_exercises_choosing import (
     causal_conv_chapter,
     causal_conv_cut,
@@ -46,6 +67,7 @@ from bigmodel_lib.exercises import (
     check_adamw_step,
     check_attention,
     check_bert_masking,
+    check_box_iou,
     check_causal_conv1d,
     check_causal_mask,
     check_clip_grad_norm,
@@ -61,8 +83,11 @@ from bigmodel_lib.exercises import (
     check_pair_counts,
     check_patch_embedding,
     check_positional_encoding,
+    check_sampling_probs,
     check_softmax,
+    check_whisper_scale,
 )
+from bigmodel_lib.exercises import applications as applications_checks
 from bigmodel_lib.exercises import attention as attention_checks
 from bigmodel_lib.exercises import choosing as choosing_checks
 from bigmodel_lib.exercises import convolution as convolution_checks
@@ -496,6 +521,9 @@ CORRECT = {
     check_bert_masking: [bert_mask_indexing, bert_mask_where, bert_mask_loops],
     check_mean_pooling: [mean_pooling_sentence_transformers, mean_pooling_chapter, mean_pooling_einsum,
                          mean_pooling_loop],
+    check_box_iou: [box_iou_torchvision, box_iou_chapter, box_iou_loops, box_iou_unbound],
+    check_sampling_probs: [sampling_chapter, sampling_transformers, sampling_sorted],
+    check_whisper_scale: [whisper_scale_chapter, whisper_scale_numpy, whisper_scale_decibels],
     check_patch_embedding: [patch_embedding_reshape, patch_embedding_unfold, patch_embedding_loops,
                             patch_embedding_library],
     check_causal_conv1d: [causal_conv_chapter, causal_conv_cut, causal_conv_einsum, causal_conv_library],
@@ -538,6 +566,9 @@ MUTANTS = {
     check_pair_counts: pretraining_checks.PAIR_COUNTS_MUTANTS,
     check_bert_masking: pretraining_checks.MASKING_MUTANTS,
     check_mean_pooling: pretraining_checks.MEAN_POOLING_MUTANTS,
+    check_box_iou: applications_checks.BOX_IOU_MUTANTS,
+    check_sampling_probs: applications_checks.SAMPLING_MUTANTS,
+    check_whisper_scale: applications_checks.WHISPER_SCALE_MUTANTS,
     check_patch_embedding: choosing_checks.PATCH_EMBEDDING_MUTANTS,
     check_causal_conv1d: choosing_checks.CAUSAL_CONV_MUTANTS,
     check_int8_linear: choosing_checks.INT8_LINEAR_MUTANTS,
@@ -904,6 +935,15 @@ LEARNER_MISTAKES = [
     (check_mean_pooling, pooling_divided_by_length, "divided by T"),
     (check_mean_pooling, pooling_normalised, "separate step"),
     (check_mean_pooling, pooling_no_feature_axis, "feature axis"),
+    (check_box_iou, learner_iou_unclamped, "Clamp the overlap's width and height"),
+    (check_box_iou, learner_iou_voc, "inclusive pixel indices"),
+    (check_box_iou, learner_iou_sum, "counts the overlap twice"),
+    (check_sampling_probs, learner_sampling_multiplies, "multiplied by the temperature"),
+    (check_sampling_probs, learner_sampling_zero_filled, "exp(0) = 1"),
+    (check_sampling_probs, learner_sampling_scatter, "only k tokens were kept"),
+    (check_whisper_scale, learner_whisper_ln, "natural logarithm"),
+    (check_whisper_scale, learner_whisper_per_frame, "each frame's loudest band"),
+    (check_whisper_scale, learner_whisper_precedence, "division binds tighter"),
     (check_patch_embedding, learner_by_columns, "column order"),
     (check_patch_embedding, learner_view_only, "consecutive pixels"),
     (check_patch_embedding, learner_channels_last, "channels come last"),
@@ -1093,7 +1133,8 @@ def test_each_checker_names_a_section_its_chapter_has():
     chapters = {check_softmax: 1, check_cross_entropy: 1, check_adamw_step: 1, check_conv2d: 2, check_max_pool2d: 2,
                 check_conv_output_size: 2, check_clip_grad_norm: 3, check_lstm_cell: 3, check_gru_cell: 3,
                 check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4,
-                check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5, check_patch_embedding: 7,
+                check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5, check_box_iou: 6,
+                check_sampling_probs: 6, check_whisper_scale: 6, check_patch_embedding: 7,
                 check_causal_conv1d: 7, check_int8_linear: 7}
     assert set(chapters) == set(CORRECT)
     for check, chapter in [*chapters.items(), (CheckResult, 1)]:

@@ -15,7 +15,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.testing import assert_close
 
-from bigmodel_lib.metrics import count_parameters, token_error_rate
+from bigmodel_lib import count_parameters
+from bigmodel_lib.metrics import token_error_rate
 from bigmodel_lib.models.whisper import Whisper, WhisperConfig, greedy_decode, whisper_sinusoids
 from bigmodel_lib.speech import (
     SAMPLE_RATE,

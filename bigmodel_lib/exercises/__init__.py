@@ -32,6 +32,7 @@ The checkers, by chapter:
 - chapter 4: ``check_attention``, ``check_causal_mask``, ``check_positional_encoding``,
   ``check_layer_norm``
 - chapter 5: ``check_pair_counts``, ``check_bert_masking``, ``check_mean_pooling``
+- chapter 6: ``check_box_iou``, ``check_sampling_probs``, ``check_whisper_scale``
 - chapter 7: ``check_patch_embedding``, ``check_causal_conv1d``, ``check_int8_linear``
 
 ``CHECKERS`` maps each exercise's name (``"softmax"``) to its checker.
@@ -39,6 +40,7 @@ The checkers, by chapter:
 
 from __future__ import annotations
 
+from bigmodel_lib.exercises.applications import check_box_iou, check_sampling_probs, check_whisper_scale
 from bigmodel_lib.exercises.attention import (
     check_attention,
     check_causal_mask,
@@ -73,6 +75,9 @@ __all__ = [
     "check_pair_counts",
     "check_bert_masking",
     "check_mean_pooling",
+    "check_box_iou",
+    "check_sampling_probs",
+    "check_whisper_scale",
     "check_patch_embedding",
     "check_causal_conv1d",
     "check_int8_linear",
@@ -95,6 +100,9 @@ CHECKERS = {
     "pair_counts": check_pair_counts,
     "bert_masking": check_bert_masking,
     "mean_pooling": check_mean_pooling,
+    "box_iou": check_box_iou,
+    "sampling_probs": check_sampling_probs,
+    "whisper_scale": check_whisper_scale,
     "patch_embedding": check_patch_embedding,
     "causal_conv1d": check_causal_conv1d,
     "int8_linear": check_int8_linear,
