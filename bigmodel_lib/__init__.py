@@ -20,12 +20,12 @@ sideways within its layer, never upwards, never from the package root
 
 1. ``_version``, ``articles.defects``, ``articles.outline``, ``exercises.checking``: no imports from the package
 2. ``devices``: where, in what precision and in which mode (train or eval) to compute
-3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``, ``pretrained``, ``tokenization``, ``objectives``, ``lora``, ``quantization``, ``finance``, ``peptides``, ``speech``, ``detection``: numbers, data, files, clocks and settings, pretrained files, tokenizers, self-supervised objectives, low-rank adapters, 8-bit weights, prices, peptides, speech (audio, log-mel features, a CTranslate2 weights file) and digits on a canvas with their boxes
+3. ``metrics``, ``data``, ``text``, ``memory``, ``checkpoint``, ``timing``, ``training.config``, ``pretrained``, ``tokenization``, ``objectives``, ``lora``, ``quantization``, ``finance``, ``peptides``, ``speech``, ``detection``, ``scaling``, ``model_costs``: numbers, data, files, clocks and settings, pretrained files, tokenizers, self-supervised objectives, low-rank adapters, 8-bit weights, prices, peptides, speech (audio, log-mel features, a CTranslate2 weights file), digits on a canvas with their boxes, scaling laws and the memory and compute arithmetic of published models
 4. ``plotting``, ``g2p``, ``sentiment``, ``models``, ``training.losses``, ``layer_costs``: what is shown, a task's data, the models package, the loss, what a layer costs on a sequence
 5. ``models.attention``, ``models.positional``, ``models.cnn``, ``models.resnet``, ``models.rnn``, ``models.char_lstm``, ``models.conv_lm``, ``models.forecaster``, ``models.detector``, ``training.trainer``: building blocks, small models (a one-stage detector among them) and the engine
 6. ``models.transformer``, ``models.gpt``, ``articles.cnn``, ``articles.lstm``, ``articles.transformer``, ``probes``, ``training``, ``exercises.learning``, ``exercises.convolution``, ``exercises.recurrent``, ``exercises.attention``, ``exercises.pretraining``, ``exercises.applications``, ``exercises.choosing``, ``models.volatility``, ``models.whisper``: models built on blocks, probes of them, the engine's package, the exercises' checkers, a volatility model trained by the engine, a pretrained speech recogniser
 7. ``models.bert``, ``models.sequence_classifiers``, ``models.image_classifiers``, ``models.text_classifiers``, ``articles.replay``, ``exercises``: a pretrained encoder, and sequence, image and text classifiers built of layer-6 encoder layers; reading, running and repairing the articles' code; the checkers' package
-8. ``articles``: the articles' package, which re-exports its modules
+8. ``articles``, ``models.clip``: the articles' package, which re-exports its modules; a contrastive image-text model built on layer 7's image classifier
 9. the package root (this file), which re-exports what two or more chapters use
 """
 
