@@ -59,6 +59,21 @@ from test_exercises_choosing import (
     patch_embedding_reshape,
     patch_embedding_unfold,
 )
+from test_exercises_trends import (
+    chinchilla_chapter,
+    chinchilla_numpy,
+    chinchilla_powers,
+    flip_argsort,
+    flip_chapter,
+    flip_numpy,
+    kv_chapter,
+    kv_math_prod,
+    kv_per_token,
+    learner_chinchilla_2nd,
+    learner_flip_bernoulli,
+    learner_flip_same_class,
+    learner_kv_bits,
+)
 from torch.testing import assert_close
 
 from bigmodel_lib.exercises import (
@@ -70,12 +85,15 @@ from bigmodel_lib.exercises import (
     check_box_iou,
     check_causal_conv1d,
     check_causal_mask,
+    check_chinchilla_optimal,
     check_clip_grad_norm,
     check_conv2d,
     check_conv_output_size,
     check_cross_entropy,
+    check_flip_labels,
     check_gru_cell,
     check_int8_linear,
+    check_kv_cache_bytes,
     check_layer_norm,
     check_lstm_cell,
     check_max_pool2d,
@@ -94,6 +112,7 @@ from bigmodel_lib.exercises import convolution as convolution_checks
 from bigmodel_lib.exercises import learning as learning_checks
 from bigmodel_lib.exercises import pretraining as pretraining_checks
 from bigmodel_lib.exercises import recurrent as recurrent_checks
+from bigmodel_lib.exercises import trends as trends_checks
 from bigmodel_lib.models.attention import causal_mask
 from bigmodel_lib.models.positional import sinusoidal_table
 
@@ -528,6 +547,9 @@ CORRECT = {
                             patch_embedding_library],
     check_causal_conv1d: [causal_conv_chapter, causal_conv_cut, causal_conv_einsum, causal_conv_library],
     check_int8_linear: [int8_linear_chapter, int8_linear_integers, int8_linear_library],
+    check_chinchilla_optimal: [chinchilla_chapter, chinchilla_numpy, chinchilla_powers],
+    check_flip_labels: [flip_chapter, flip_numpy, flip_argsort],
+    check_kv_cache_bytes: [kv_chapter, kv_per_token, kv_math_prod],
 }
 
 
@@ -572,6 +594,9 @@ MUTANTS = {
     check_patch_embedding: choosing_checks.PATCH_EMBEDDING_MUTANTS,
     check_causal_conv1d: choosing_checks.CAUSAL_CONV_MUTANTS,
     check_int8_linear: choosing_checks.INT8_LINEAR_MUTANTS,
+    check_chinchilla_optimal: trends_checks.CHINCHILLA_MUTANTS,
+    check_flip_labels: trends_checks.FLIP_LABELS_MUTANTS,
+    check_kv_cache_bytes: trends_checks.KV_CACHE_MUTANTS,
 }
 
 
@@ -953,6 +978,17 @@ LEARNER_MISTAKES = [
     (check_int8_linear, learner_forgot_zero_point, "still holds the zero point"),
     (check_int8_linear, learner_no_rounding, "float32 layer"),
     (check_int8_linear, learner_uint8_range, "255 levels"),
+    (check_chinchilla_optimal, learner_chinchilla_2nd, "not 2 N D"),
+    (check_chinchilla_optimal, lambda c, tokens_per_param=20: (math.sqrt(c / 6 / tokens_per_param) * tokens_per_param,
+                                                               math.sqrt(c / 6 / tokens_per_param)),
+     "(tokens, parameters)"),
+    (check_chinchilla_optimal, lambda c, tokens_per_param=20: (c / 120, c / 6), "no square root"),
+    (check_flip_labels, learner_flip_same_class, "kept their class"),
+    (check_flip_labels, learner_flip_bernoulli, "a random number of labels"),
+    (check_flip_labels, lambda y, f, c, g: flip_chapter(y, f * c / len(y), c, g), "share of the examples"),
+    (check_kv_cache_bytes, learner_kv_bits, "bits rather than bytes"),
+    (check_kv_cache_bytes, lambda n, h, d, t=1, b=1, p=2: n * h * d * t * b * p, "a key and a value"),
+    (check_kv_cache_bytes, lambda n, h, d, t=1, b=1, p=2: 2 * h * d * t * b * p, "every layer keeps"),
 ]
 
 
@@ -1026,7 +1062,8 @@ def _add_a_dimension(output):
 
 
 @pytest.mark.parametrize("check", [c for c in CORRECT
-                                   if c not in (check_conv_output_size, check_adamw_step, check_pair_counts)],
+                                   if c not in (check_conv_output_size, check_adamw_step, check_pair_counts,
+                                                check_chinchilla_optimal, check_kv_cache_bytes, check_flip_labels)],
                          ids=lambda c: c.__name__)
 def test_a_wrong_shape_is_named(check):
     correct = CORRECT[check][1]
@@ -1135,7 +1172,8 @@ def test_each_checker_names_a_section_its_chapter_has():
                 check_attention: 4, check_causal_mask: 4, check_positional_encoding: 4, check_layer_norm: 4,
                 check_pair_counts: 5, check_bert_masking: 5, check_mean_pooling: 5, check_box_iou: 6,
                 check_sampling_probs: 6, check_whisper_scale: 6, check_patch_embedding: 7,
-                check_causal_conv1d: 7, check_int8_linear: 7}
+                check_causal_conv1d: 7, check_int8_linear: 7,
+                check_chinchilla_optimal: 8, check_flip_labels: 8, check_kv_cache_bytes: 8}
     assert set(chapters) == set(CORRECT)
     for check, chapter in [*chapters.items(), (CheckResult, 1)]:
         last = inspect.getdoc(check).splitlines()[-1]

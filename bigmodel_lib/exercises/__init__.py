@@ -34,6 +34,7 @@ The checkers, by chapter:
 - chapter 5: ``check_pair_counts``, ``check_bert_masking``, ``check_mean_pooling``
 - chapter 6: ``check_box_iou``, ``check_sampling_probs``, ``check_whisper_scale``
 - chapter 7: ``check_patch_embedding``, ``check_causal_conv1d``, ``check_int8_linear``
+- chapter 8: ``check_chinchilla_optimal``, ``check_flip_labels``, ``check_kv_cache_bytes``
 
 ``CHECKERS`` maps each exercise's name (``"softmax"``) to its checker.
 """
@@ -53,6 +54,7 @@ from bigmodel_lib.exercises.convolution import check_conv2d, check_conv_output_s
 from bigmodel_lib.exercises.learning import check_adamw_step, check_cross_entropy, check_softmax
 from bigmodel_lib.exercises.pretraining import check_bert_masking, check_mean_pooling, check_pair_counts
 from bigmodel_lib.exercises.recurrent import check_clip_grad_norm, check_gru_cell, check_lstm_cell
+from bigmodel_lib.exercises.trends import check_chinchilla_optimal, check_flip_labels, check_kv_cache_bytes
 
 # Each checker is called by its chapter's exercise notebook (notebooks/NN_<chapter>_exercises.ipynb), which
 # tests/test_introduced_in.py counts as that chapter's code; CheckResult is what every check cell shows.
@@ -81,6 +83,9 @@ __all__ = [
     "check_patch_embedding",
     "check_causal_conv1d",
     "check_int8_linear",
+    "check_chinchilla_optimal",
+    "check_flip_labels",
+    "check_kv_cache_bytes",
 ]
 
 CHECKERS = {
@@ -106,4 +111,7 @@ CHECKERS = {
     "patch_embedding": check_patch_embedding,
     "causal_conv1d": check_causal_conv1d,
     "int8_linear": check_int8_linear,
+    "chinchilla_optimal": check_chinchilla_optimal,
+    "flip_labels": check_flip_labels,
+    "kv_cache_bytes": check_kv_cache_bytes,
 }
