@@ -7,6 +7,9 @@
 #   make lab        JupyterLab on the notebooks (jupyterlab-myst renders exercises)
 #   make notebooks  re-execute every notebook in place, top to bottom: the one
 #                   way stored outputs are produced; then rewrite the Colab edition
+#   make bench      rerun the CPU benchmarks and rewrite the results the book ships
+#                   (bigmodel_lib/results/; several hours on 2 cores; BENCH="a b"
+#                   reruns some); then make notebooks, and the tests
 #   make colab      rewrite the Colab edition (colab/: MyST as plain Markdown)
 #   make student    write the student edition (student/: no solutions, answer cells
 #                   emptied) and build its site strictly into _build/student/html
@@ -33,10 +36,10 @@ SUBMISSIONS ?=
 TIMEOUT ?= 120
 JOBS ?= 1
 
-.PHONY: help install book test browser lab notebooks colab student student-site instructor grade clean
+.PHONY: help install book test browser lab notebooks bench colab student student-site instructor grade clean
 
 help:
-	@sed -n '2,22p' Makefile
+	@sed -n '2,25p' Makefile
 
 # Installs torch and torchvision together, unpinned, so pip picks a pair that
 # works on this platform (CUDA on Linux x86_64, CPU elsewhere, MPS on Apple).
@@ -80,6 +83,9 @@ browser:
 test: book student-site browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python tools/run_benchmarks.py $(if $(BENCH),--only $(BENCH))
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks

@@ -28,8 +28,12 @@ Chapter 4, section 4.6 (the cost of training a GPT).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
+from datetime import date
 from pathlib import Path
 
 import torch
@@ -109,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs only)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="peak bf16 TFLOP/s of the GPU, for MFU")
+    parser.add_argument("--out", default=None, help="also write the results, settings and machine to this JSON file")
     args = parser.parse_args(argv)
 
     device = get_device(args.device)
@@ -163,7 +168,23 @@ def main(argv: list[str] | None = None) -> dict:
     if device.type == "cuda" and peak is None:
         print("MFU not shown: unknown GPU peak; pass --peak-tflops")
     results["ratio"] = ratio
+    if args.out:
+        write_results(args.out, dict(vars(args), n_params=n_params, precision=precision, attention=attention,
+                                     flops_per_token=flops_per_token, peak_flops=peak), results, device)
     return results
+
+
+def write_results(path: str, settings: dict, results: dict, device: torch.device) -> None:
+    """Write ``results`` with the settings and the machine they came from (the performance appendix reads it)."""
+
+    machine = dict(processor=platform.processor(), cpu_count=os.cpu_count(), torch=torch.__version__,
+                   python=platform.python_version(), loadavg_before=None if not hasattr(os, "getloadavg")
+                   else [round(x, 2) for x in os.getloadavg()],
+                   gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    settings = dict(settings, date=date.today().isoformat(), device=device.type)
+    Path(path).write_text(json.dumps(dict(settings=settings, machine=machine, results=results, complete=True),
+                                     indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

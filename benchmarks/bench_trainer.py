@@ -22,9 +22,14 @@ Used for the claim in chapter 1 that the engine adds at most 5% to a bare loop.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
+from datetime import date
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -86,6 +91,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: the best available)")
     parser.add_argument("--progress", action="store_true", help="let the engine draw its progress bars (to stderr)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadier timings)")
+    parser.add_argument("--out", default=None, help="also write the medians, settings and machine to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -97,6 +103,7 @@ def main() -> None:
     print(f"MLP 64-{hidden}-{hidden}-10 on digits ({len(train)} samples), {args.epochs} epochs, "
           f"batch {args.batch_size}, progress bars {'on' if args.progress else 'off'}")
 
+    load_before = os.getloadavg()
     engine(train, config, hidden)  # warm-up: imports, allocator, first-call costs
     bare_loop(train, config, hidden)
     runs = {"bare": [], "engine": [], "minimal": []}
@@ -111,6 +118,7 @@ def main() -> None:
         times = ", ".join(f"{n} {runs[n][-1][0]:.3f}/{runs[n][-1][1]:.3f}" for n in runs)
         print(f"  run {i + 1} (wall/CPU s): {times}", file=sys.stderr)
 
+    summary = {}
     for clock, k in (("wall", 0), ("CPU", 1)):
         med = {name: statistics.median(r[k] for r in rs) for name, rs in runs.items()}
         paired = statistics.median(e[k] / b[k] for e, b in zip(runs["engine"], runs["bare"]))
@@ -119,6 +127,16 @@ def main() -> None:
               f"bare loop without schedule/clipping {med['minimal']:.3f} s")
         print(f"     engine overhead over the same bare loop (median of paired runs): {100 * (paired - 1):+.1f}% "
               f"(target <= +5%); over the minimal loop: {100 * (paired_minimal - 1):+.1f}%")
+        summary[clock] = dict(medians_s=med, engine_over_bare=paired, engine_over_minimal=paired_minimal)
+    if args.out:
+        machine = dict(processor=platform.processor(), cpu_count=os.cpu_count(), torch=torch.__version__,
+                       python=platform.python_version(), loadavg_before=[round(x, 2) for x in load_before])
+        settings = dict(hidden=hidden, epochs=args.epochs, batch_size=args.batch_size, repeats=args.repeats,
+                        threads=args.threads, device=str(get_device(args.device)), date=date.today().isoformat(),
+                        samples=len(train))
+        Path(args.out).write_text(json.dumps(dict(settings=settings, machine=machine, results=summary, runs=runs,
+                                                  complete=True), indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

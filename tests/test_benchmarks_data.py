@@ -117,3 +117,28 @@ def test_the_shipped_pretraining_benefit_shows_what_was_measured():
     gap = mean(gaps)
     standard_error = (sum((g - gap) ** 2 for g in gaps) / (len(gaps) - 1) / len(gaps)) ** 0.5
     assert gap > 2 * standard_error  # measured: 0.0144 > 2 x 0.0055 (12 of the 15 pairs won)
+
+
+def _run_benchmarks_tool():
+    spec = importlib.util.spec_from_file_location("run_benchmarks", ROOT / "tools" / "run_benchmarks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_bench_reruns_every_benchmark_that_writes_shipped_results():
+    tool = _run_benchmarks_tool()
+    scripts = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    listed = set(tool.BENCHMARKS) | set(tool.NOT_SHIPPED)
+    assert scripts == listed, f"in benchmarks/ but not in tools/run_benchmarks.py: {sorted(scripts - listed)}; " \
+                              f"listed but missing: {sorted(listed - scripts)}"
+    # Every shipped results file comes from one listed benchmark (notebook_times.json from tools/run_notebooks.py)
+    shipped = {path.name for path in (ROOT / "bigmodel_lib" / "results").glob("*_cpu.json")}
+    written = {tool.output_of(name).name for name in tool.BENCHMARKS}
+    assert shipped <= written, f"shipped results that make bench does not rewrite: {sorted(shipped - written)}"
+    # Each argument the tool passes is one the script defines
+    for name, args in tool.BENCHMARKS.items():
+        source = (ROOT / "benchmarks" / f"{name}.py").read_text(encoding="utf-8")
+        for flag in (a for a in args if a.startswith("--")):
+            assert f'"{flag}"' in source, f"tools/run_benchmarks.py passes {flag} to benchmarks/{name}.py, which has no such option"
+        assert tool.output_of(name).parent == ROOT / "bigmodel_lib" / "results"

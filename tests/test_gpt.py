@@ -298,6 +298,18 @@ def test_cached_generation_gives_the_same_tokens_past_block_size():
     assert torch.equal(cached, sampled)
 
 
+def test_cached_generation_uses_the_cache_only_while_the_sequence_fits(monkeypatch):
+    # Positions are absolute: once the window slides, cached keys and values are stale, so the remaining
+    # steps run the plain forward pass instead of rebuilding a cache that would be used once.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=30, n_layer=1, n_head=2, n_embd=16))
+    fed = []
+    original = GPT.forward_cached
+    monkeypatch.setattr(GPT, "forward_cached", lambda self, idx, cache: fed.append(idx.size(1)) or original(self, idx, cache))
+    model.generate(torch.randint(0, 30, (1, 3)), 20, temperature=0, use_cache=True)
+    assert fed == [3, 1, 1, 1, 1, 1]  # the prompt, then one token per step until all 8 positions are used
+
+
 def test_cached_step_flops_grow_linearly_with_the_context():
     from torch.utils.flop_counter import FlopCounterMode
 

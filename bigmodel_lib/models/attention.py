@@ -129,7 +129,10 @@ def attention_weights(
             f"and key {tuple(key.shape)}"
         )
     d_k = query.size(-1)
-    scores = query @ key.transpose(-2, -1) / math.sqrt(d_k)  # (..., Tq, Tk)
+    # The (Tq, Tk) matrix is the big one: scale and mask it in place (``div_``, ``masked_fill_``) rather
+    # than make a new copy at each step: the same numbers, a third less memory at T = 2048 (section 4.1).
+    scores = query @ key.transpose(-2, -1)  # (..., Tq, Tk)
+    scores.div_(math.sqrt(d_k))
     allowed = None
     if attn_mask is not None:
         _check_attn_mask(attn_mask, scores.shape)
@@ -139,8 +142,10 @@ def attention_weights(
         allowed = causal if allowed is None else allowed & causal
     if allowed is None:
         return torch.softmax(scores, dim=-1)
-    scores = scores.masked_fill(~allowed, float("-inf"))
+    scores.masked_fill_(~allowed, float("-inf"))
     weights = torch.softmax(scores, dim=-1)  # a row of only -inf gives NaN here ...
+    if attn_mask is None:  # (a causal row always keeps key 0)
+        return weights
     return weights.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)  # ... which we set to 0
 
 

@@ -295,11 +295,13 @@ class GPT(nn.Module):
         Runs in eval mode (no dropout). Returns (B, T + max_new_tokens).
 
         With ``use_cache=True`` each step feeds only the newest token and reads
-        the earlier ones' keys and values from a :class:`KVCache`; when the
-        context would pass ``block_size``, the cache is rebuilt from the cropped
-        context, exactly the tokens the uncached loop reads. The logits are the
-        same up to rounding, so greedy decoding gives the same tokens (the
-        tests and section 4.6 check it).
+        the earlier ones' keys and values from a :class:`KVCache`, as long as
+        the whole sequence fits in ``block_size``. Past it the window slides and
+        every token's position, hence its cached keys and values, changes (the
+        positions are absolute), so those steps run the uncached forward pass on
+        the cropped context, the tokens the uncached loop reads: the cache never
+        makes a step slower. The logits are the same up to rounding, so greedy
+        decoding gives the same tokens (the tests and section 4.6 check it).
         """
         if temperature < 0:
             raise ValueError(f"expected temperature >= 0, got {temperature}")
@@ -309,13 +311,13 @@ class GPT(nn.Module):
         with evaluation_mode(self):  # no dropout; the caller's mode is restored afterwards
             for _ in range(max_new_tokens):
                 context = idx[:, -self.config.block_size :]  # (B, <= block_size)
-                if not use_cache:
+                if not use_cache or idx.size(1) > self.config.block_size:  # the window slides: no cache
                     logits, _ = self(context)
-                elif cache is not None and cache.length < self.config.block_size:
-                    logits = self.forward_cached(idx[:, -1:], cache)  # only the newest token
-                else:  # first step, or the context moved on: (re)build the cache from the cropped context
+                elif cache is None:  # first step: cache the prompt's keys and values
                     cache = KVCache()
                     logits = self.forward_cached(context, cache)
+                else:
+                    logits = self.forward_cached(idx[:, -1:], cache)  # only the newest token
                 logits = logits[:, -1, :].float()  # (B, V): the prediction for the next token
                 if temperature == 0:
                     next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
