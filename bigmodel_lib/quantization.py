@@ -107,8 +107,15 @@ def dynamic_int8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return y if bias is None else y + bias.detach()
 
 
-def quantize_dynamic_int8(model: nn.Module, layers: tuple[type[nn.Module], ...] = DEFAULT_LAYERS) -> nn.Module:
+def quantize_dynamic_int8(
+    model: nn.Module, layers: tuple[type[nn.Module] | str, ...] | set = DEFAULT_LAYERS
+) -> nn.Module:
     """A copy of ``model`` with its ``layers`` (by default Linear, LSTM, GRU) dynamically quantized to int8.
+
+    ``layers`` holds module classes (every module of that class is converted)
+    or qualified module names as ``model.named_modules()`` gives them, e.g.
+    ``"layers.0.linear1"`` (just that module; section 8.2 keeps some linear
+    layers in float32 this way).
 
     The original is left untouched. The copy is in evaluation mode and runs on
     the CPU only (PyTorch's dynamic int8 kernels are CPU kernels). Uses

@@ -55,6 +55,8 @@ BENCHMARKS: dict[str, list[str]] = {
     "scaling_gpt": ["--threads", "1", "--out", f"{RESULTS}/scaling_gpt_cpu.json"],
     "tiny_clip": ["--threads", "2", "--out", f"{RESULTS}/tiny_clip_cpu.json"],
     "label_noise": ["--threads", "1", "--out", f"{RESULTS}/label_noise_cpu.json"],
+    "compression": ["--threads", "1", "--out", f"{RESULTS}/compression_cpu.json"],
+    "interpretability": ["--threads", "1", "--out", f"{RESULTS}/interpretability_cpu.json"],
 }
 
 #: Scripts in benchmarks/ that write no shipped file (the book quotes them in prose, or they are run by hand).
